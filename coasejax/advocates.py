@@ -1,0 +1,35 @@
+"""Scripted advocates: how each agent's advocate reports its client's type into a bargain.
+
+* ``truthful``      — report the true benefit slope and harm sensitivity.
+* ``shade``         — favour the client by the factor s: the paying side understates (``(1 − s)·value``), the paid side
+                      overstates (``(1 + s)·value``). Emitter's right: victims pay, the emitter is paid;
+                      victim's right: the emitter pays, victims are paid.
+* ``best_response`` — equilibrium reports: free-riding pledges / hold-out asks under ``lindahl``
+                      (:func:`coasejax.mechanisms.lindahl.equilibrium_reports`), truth under ``clarke`` (dominant).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from coasejax.mechanisms.base import Terms
+from coasejax.mechanisms.lindahl import equilibrium_reports
+
+STRATEGIES = ("truthful", "shade", "best_response")
+
+
+def reports(
+    strategy: str, mechanism: str, a: jax.Array, c_nb: jax.Array, terms: Terms, shade: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``(f32[N], f32[k, N])``: the emitter's report â and its victims' reports ĉ, per bargain slot."""
+    if strategy == "truthful" or (strategy == "best_response" and mechanism == "clarke"):
+        return a, c_nb
+    if strategy == "shade":
+        er = terms.emitter_right
+        a_hat = a * jnp.where(er, 1.0 + shade, 1.0 - shade)
+        c_hat = c_nb * jnp.where(er, 1.0 - shade, 1.0 + shade)
+        return a_hat, c_hat
+    if strategy == "best_response" and mechanism == "lindahl":
+        return a, equilibrium_reports(a, c_nb, terms)
+    raise ValueError(f"advocates.strategy={strategy!r} is not defined for mechanism.kind={mechanism!r}")

@@ -1,0 +1,303 @@
+"""Typed run configuration: schemas, YAML presets, ``--set`` overrides and one-line errors.
+
+A config is a nested YAML mapping validated by pydantic models with ``extra="forbid"``, so an unknown key, a value of
+the wrong type or an out-of-range number is rejected with the dotted name of the key and what is allowed.
+:func:`load_config` is the single entry point used by the CLI and by tests.
+
+Every key is documented in ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value. The message is one line, fit to print to the user as is."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Distributions of agent types
+# ----------------------------------------------------------------------------------------------------------------------
+
+DIST_SYNTAX = "constant:V | uniform:LO:HI | lognormal:MU:SIGMA"
+
+
+class Distribution(BaseModel):
+    """A distribution of one agent type, written ``constant:V``, ``uniform:LO:HI`` or ``lognormal:MU:SIGMA``.
+
+    ``lognormal:MU:SIGMA`` is ``exp(N(MU, SIGMA²))``. In YAML either the string form or a mapping
+    ``{kind: uniform, low: 1, high: 3}`` is accepted.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["constant", "uniform", "lognormal"]
+    value: float = 0.0
+    low: float = 0.0
+    high: float = 1.0
+    mu: float = 0.0
+    sigma: float = 1.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_string(cls, data: Any) -> Any:
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return {"kind": "constant", "value": float(data)}
+        if not isinstance(data, str):
+            return data
+        parts = data.strip().split(":")
+        try:
+            nums = [float(p) for p in parts[1:]]
+        except ValueError:
+            raise ValueError(f"expected {DIST_SYNTAX}, got {data!r}") from None
+        if parts[0] == "constant" and len(nums) == 1:
+            return {"kind": "constant", "value": nums[0]}
+        if parts[0] == "uniform" and len(nums) == 2:
+            return {"kind": "uniform", "low": nums[0], "high": nums[1]}
+        if parts[0] == "lognormal" and len(nums) == 2:
+            return {"kind": "lognormal", "mu": nums[0], "sigma": nums[1]}
+        raise ValueError(f"expected {DIST_SYNTAX}, got {data!r}")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        values = (self.value, self.low, self.high, self.mu, self.sigma)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("distribution parameters must be finite")
+        if self.kind == "uniform" and not self.low <= self.high:
+            raise ValueError(f"uniform:LO:HI needs LO <= HI, got {self.low} > {self.high}")
+        if self.kind == "lognormal" and self.sigma < 0:
+            raise ValueError(f"lognormal:MU:SIGMA needs SIGMA >= 0, got {self.sigma}")
+        return self
+
+    def minimum(self) -> float:
+        """Smallest value the distribution can produce."""
+        return {"constant": self.value, "uniform": self.low, "lognormal": 0.0}[self.kind]
+
+    def __str__(self) -> str:
+        if self.kind == "constant":
+            return f"constant:{self.value:g}"
+        if self.kind == "uniform":
+            return f"uniform:{self.low:g}:{self.high:g}"
+        return f"lognormal:{self.mu:g}:{self.sigma:g}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PopulationConfig(_Section):
+    n_agents: int = Field(100_000, ge=2, le=2**31 - 1, description="number of agents N")
+    degree: int = Field(4, ge=1, le=64, description="out-neighbours k per agent (the parties its activity harms)")
+    graph: Literal["ring", "torus", "random", "small_world"] = "ring"
+    rewire: float = Field(0.1, ge=0.0, le=1.0, description="small_world: probability an edge is rewired")
+    weight: float | None = Field(None, gt=0.0, description="harm weight w per neighbour; null means 1/degree")
+    benefit: Distribution = Field(Distribution(kind="uniform", low=1.0, high=3.0), description="benefit slope a")
+    harm: Distribution = Field(Distribution(kind="uniform", low=0.0, high=2.0), description="harm sensitivity c")
+    wealth: Distribution = Field(Distribution(kind="constant", value=100.0), description="initial wealth m")
+    drift: float = Field(0.0, ge=0.0, le=1.0, description="per-round log-normal drift of a and c (0 = fixed types)")
+    x_max: float = Field(10.0, gt=0.0, description="upper bound of activity x")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PopulationConfig":
+        if self.graph == "torus" and self.degree not in (4, 8):
+            raise ValueError("population.degree: torus graphs allow degree 4 (von Neumann) or 8 (Moore)")
+        if self.graph in ("ring", "random", "small_world") and self.degree >= self.n_agents:
+            raise ValueError("population.degree: must be smaller than population.n_agents")
+        for name in ("harm", "wealth"):
+            if getattr(self, name).minimum() < 0:
+                raise ValueError(f"population.{name}: must not produce negative values")
+        return self
+
+    @property
+    def w(self) -> float:
+        return self.weight if self.weight is not None else 1.0 / self.degree
+
+
+class TransactionCosts(_Section):
+    per_party: float = Field(0.0, ge=0.0, description="discovery cost paid by each participant of a bargain")
+    per_round: float = Field(0.0, ge=0.0, description="negotiation cost per round per party")
+    per_deal: float = Field(0.0, ge=0.0, description="fixed cost of closing a deal, paid by the buying side")
+
+
+class StateConfig(_Section):
+    rights: Literal["emitter", "victim"] = "emitter"
+    transaction_costs: TransactionCosts = TransactionCosts()
+    enforcement: float = Field(1.0, ge=0.0, le=1.0, description="probability a deal is honoured")
+
+
+class ProvidersConfig(_Section):
+    count: int = Field(1, ge=1, le=1024, description="number of advocate providers M")
+
+
+class MechanismConfig(_Section):
+    kind: Literal["nash", "lindahl", "alternating", "clarke"] = "nash"
+    bargaining_power: float = Field(0.5, ge=0.0, le=1.0, description="nash: the emitter's bargaining power beta")
+    discount_emitter: float = Field(0.95, gt=0.0, lt=1.0, description="alternating: emitter's discount factor")
+    discount_victims: float = Field(0.95, gt=0.0, lt=1.0, description="alternating: victims' discount factor")
+    horizon: int = Field(32, ge=1, le=4096, description="alternating: maximum number of offers")
+    first_mover: Literal["emitter", "victims"] = "emitter"
+
+
+class AdvocatesConfig(_Section):
+    strategy: Literal["truthful", "shade", "best_response"] = "truthful"
+    shade: float = Field(0.2, ge=0.0, lt=1.0, description="shade: fraction by which reports favour the client")
+
+
+class SimConfig(_Section):
+    rounds: int = Field(20, ge=1, le=1_000_000)
+    envs: int = Field(1, ge=1, le=65_536, description="independent environments run in parallel (vmap)")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    shard: bool = Field(True, description="shard the agent axis over all local devices when N divides evenly")
+
+
+class Config(_Section):
+    """The whole run configuration. Section and key names are stable: scripts and papers rely on them."""
+
+    population: PopulationConfig = PopulationConfig()
+    state: StateConfig = StateConfig()
+    providers: ProvidersConfig = ProvidersConfig()
+    mechanism: MechanismConfig = MechanismConfig()
+    advocates: AdvocatesConfig = AdvocatesConfig()
+    sim: SimConfig = SimConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "Config":
+        if self.advocates.strategy == "best_response" and self.mechanism.kind not in ("lindahl", "clarke"):
+            raise ValueError(
+                "advocates.strategy: best_response is defined for mechanism.kind lindahl or clarke, "
+                f"not {self.mechanism.kind}"
+            )
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (distributions as their string form), suitable for YAML/JSON."""
+        return _plain(self.model_dump())
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"kind", "value", "low", "high", "mu", "sigma"}:
+            return str(Distribution(**obj))
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading, overrides and error messages
+# ----------------------------------------------------------------------------------------------------------------------
+
+PRESET_DIRS = (Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs")
+
+
+def preset_names() -> list[str]:
+    names = set()
+    for d in PRESET_DIRS:
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A path to a YAML file, or the name of a bundled preset in ``configs/``."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in name_or_path:
+        if not p.is_file():
+            raise ConfigError(f"config file {name_or_path}: not found")
+        return p
+    for d in PRESET_DIRS:
+        candidate = d / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config {name_or_path!r}: no such file or preset (presets: {', '.join(preset_names())})")
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}: malformed YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``key.path=value`` override in place; the value is parsed as YAML (``4`` is an int, ``true`` a bool)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. population.n_agents=1000")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set {assignment!r}: malformed key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for i, p in enumerate(parts[:-1]):
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if e["type"] in ("literal_error",):
+        return f"{loc}: {msg}, got {e.get('input')!r}"
+    got = e.get("input")
+    tail = f" (got {got!r})" if got is not None and not isinstance(got, dict) and e["type"] != "value_error" else ""
+    return f"{loc}: {msg}{tail}" if loc else f"{msg}{tail}"
+
+
+def validate(data: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_format_error(err)}") from None
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a preset or YAML file (or the defaults when None), apply ``--set`` overrides and validate."""
+    data: dict = {}
+    source = "config"
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        data = read_yaml(path)
+        source = str(path)
+    for o in overrides:
+        apply_override(data, o)
+    if overrides:
+        source += " with --set"
+    return validate(data, source)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

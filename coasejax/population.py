@@ -1,0 +1,52 @@
+"""The agent population in struct-of-arrays form: one array per attribute, leading agent axis, never a per-agent object.
+
+Agent i has benefit slope ``a_i``, harm sensitivity ``c_i``, wealth ``m_i`` and provider id ``p_i``; its neighbours live in
+:class:`coasejax.graphs.Graph`. Memory is O(N) here plus the graph's O(N·k) or less.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from coasejax.config import Distribution, PopulationConfig
+
+
+@struct.dataclass
+class Population:
+    a: jax.Array  # f32[N] benefit slope: B_i(x) = a_i x - x^2/2
+    c: jax.Array  # f32[N] harm sensitivity: harm to j from emitter i is c_j * w * x_i
+    wealth: jax.Array  # f32[N] money
+    provider: jax.Array  # i32[N] advocate provider id
+
+
+def sample(key: jax.Array, dist: Distribution, n: int) -> jax.Array:
+    """``f32[n]`` draws from a :class:`Distribution`."""
+    if dist.kind == "constant":
+        return jnp.full((n,), dist.value, jnp.float32)
+    if dist.kind == "uniform":
+        return jax.random.uniform(key, (n,), jnp.float32, dist.low, dist.high)
+    return jnp.exp(dist.mu + dist.sigma * jax.random.normal(key, (n,), jnp.float32))
+
+
+def make_population(key: jax.Array, cfg: PopulationConfig, n_providers: int = 1) -> Population:
+    """Draw a population of ``cfg.n_agents`` agents; types are independent across agents."""
+    n = cfg.n_agents
+    ka, kc, km, kp = jax.random.split(key, 4)
+    return Population(
+        a=sample(ka, cfg.benefit, n),
+        c=sample(kc, cfg.harm, n),
+        wealth=sample(km, cfg.wealth, n),
+        provider=jax.random.randint(kp, (n,), 0, n_providers, jnp.int32),
+    )
+
+
+def drift_types(key: jax.Array, pop: Population, drift: float) -> Population:
+    """Live preference streams: ``a`` and ``c`` follow independent mean-preserving log-normal random walks,
+    ``a' = a · exp(drift·z − drift²/2)``, z ~ N(0, 1)."""
+    ka, kc = jax.random.split(key)
+    n = pop.a.shape[0]
+    fa = jnp.exp(drift * jax.random.normal(ka, (n,), jnp.float32) - 0.5 * drift**2)
+    fc = jnp.exp(drift * jax.random.normal(kc, (n,), jnp.float32) - 0.5 * drift**2)
+    return pop.replace(a=pop.a * fa, c=pop.c * fc)
