@@ -3,7 +3,8 @@
 * ``truthful``      — report the true benefit slope and harm sensitivity.
 * ``shade``         — favour the client by the factor s: the paying side understates (``(1 − s)·value``), the paid side
                       overstates (``(1 + s)·value``). Emitter's right: victims pay, the emitter is paid;
-                      victim's right: the emitter pays, victims are paid.
+                      victim's right: the emitter pays, victims are paid. Under ``lindahl`` the emitter takes the
+                      victims' prices and names none, so only victims shade.
 * ``best_response`` — equilibrium reports: free-riding pledges / hold-out asks under ``lindahl``
                       (:func:`coasejax.mechanisms.lindahl.equilibrium_reports`), truth under ``clarke`` (dominant).
 """
@@ -27,7 +28,7 @@ def reports(
         return a, c_nb
     if strategy == "shade":
         er = terms.emitter_right
-        a_hat = a * jnp.where(er, 1.0 + shade, 1.0 - shade)
+        a_hat = a if mechanism == "lindahl" else a * jnp.where(er, 1.0 + shade, 1.0 - shade)
         c_hat = c_nb * jnp.where(er, 1.0 - shade, 1.0 + shade)
         return a_hat, c_hat
     if strategy == "best_response" and mechanism == "lindahl":

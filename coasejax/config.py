@@ -272,6 +272,8 @@ def _format_error(err: ValidationError) -> str:
         return f"{loc}: unknown key"
     if e["type"] in ("literal_error",):
         return f"{loc}: {msg}, got {e.get('input')!r}"
+    if e["type"] == "value_error" and msg.split(":", 1)[0].count(".") and " " not in msg.split(":", 1)[0]:
+        return msg  # a cross-field check that already names its key
     got = e.get("input")
     tail = f" (got {got!r})" if got is not None and not isinstance(got, dict) and e["type"] != "value_error" else ""
     return f"{loc}: {msg}{tail}" if loc else f"{msg}{tail}"

@@ -105,7 +105,7 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
 def run(sim: Simulation, on_chunk: Callable[[int], None] | None = None) -> dict:
     """Roll out every environment for ``sim.cfg.sim.rounds`` rounds; returns the summary (see :func:`summarise`)."""
     cfg = sim.cfg
-    state = sim.state
+    state = jax.tree.map(jnp.copy, sim.state)  # the runner donates its state; keep sim.state for another run
     initial_wealth = np.asarray(jax.device_get(state.pop.wealth), np.float64).sum(axis=1)
     chunks = []
     t0 = time.perf_counter()

@@ -80,5 +80,7 @@ def split_surplus(bargain: Bargain, terms: Terms, x: jax.Array, emitter_gain: ja
 
 
 def efficient_activity(bargain: Bargain, terms: Terms) -> jax.Array:
-    """``x̂ = clip(â − Ĉ, 0, x_max)``: the first best under the reports."""
-    return jnp.clip(bargain.a_hat - reported_cost(bargain, terms), 0.0, terms.x_max)
+    """``x̂ = clip(â − Ĉ, 0, upper)``: the first best under the reports, where ``upper`` is ``x_sq`` under the
+    emitter's right (victims buy abatement; no deal raises activity above the status quo) and ``x_max`` otherwise."""
+    upper = jnp.where(terms.emitter_right, bargain.x_sq, terms.x_max)
+    return jnp.clip(bargain.a_hat - reported_cost(bargain, terms), 0.0, upper)

@@ -33,7 +33,7 @@ def clarke(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> Outc
     to_emitter = cost * (x_sq - x)
     # victim s: the others' value is V_{-s}(x) = B(x) - C_{-s} x
     cost_others = cost - terms.w * bargain.c_hat  # f32[k, N]
-    x_without = jnp.clip(a_hat - cost_others, 0.0, terms.x_max)
+    x_without = jnp.clip(a_hat - cost_others, 0.0, jnp.where(terms.emitter_right, x_sq, terms.x_max))
     reference = jnp.where(terms.emitter_right, x_without, x_sq)
 
     def others_value(xx):

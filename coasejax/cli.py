@@ -1,0 +1,184 @@
+"""``coasejax`` command line: ``simulate`` and ``bench`` (``train``, ``eval``, ``compare``, ``report`` come later).
+
+Bad input (a missing or malformed config, an unknown key, a value out of range) prints one line naming the key or
+file and what is allowed, and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from coasejax.config import ConfigError, dump_config, load_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Population-scale Coasean bargaining among AI advocate agents.",
+)
+console = Console(stderr=True)
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set population.n_agents=1000 (repeatable)."),
+]
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_out_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--out {out}: cannot create directory ({e.strerror})")
+    return out
+
+
+SUMMARY_ROWS = [
+    ("efficiency", "efficiency (W − W_sq)/(W* − W_sq)", "{:.4f}"),
+    ("welfare", "welfare W", "{:,.1f}"),
+    ("first_best_welfare", "first-best welfare W*", "{:,.1f}"),
+    ("status_quo_welfare", "status-quo welfare W_sq", "{:,.1f}"),
+    ("mean_activity", "mean activity", "{:.4f}"),
+    ("first_best_mean_activity", "first-best mean activity", "{:.4f}"),
+    ("transfers", "transfers (+: victims pay emitters)", "{:,.1f}"),
+    ("transaction_costs_paid", "transaction costs paid", "{:,.1f}"),
+    ("mechanism_net", "mechanism net intake", "{:,.1f}"),
+    ("deal_rate", "deal rate", "{:.4f}"),
+    ("breach_rate", "breach rate", "{:.4f}"),
+    ("agent_steps_per_second", "agent-steps/s (excl. compile)", "{:,.0f}"),
+]
+
+
+def summary_table(summary: dict, title: str) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label, fmt in SUMMARY_ROWS:
+        v = summary.get(key)
+        table.add_row(label, "n/a" if v is None else fmt.format(v))
+    return table
+
+
+@app.command()
+def simulate(
+    config: Annotated[str, typer.Argument(help="A preset name (e.g. quickstart, coase) or a YAML file.")],
+    set_: SetOption = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory [default: runs/NAME].")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
+) -> None:
+    """Simulate scripted advocates bargaining over externalities; writes summary.json and config.yaml."""
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as e:
+        fail(str(e))
+    out = prepare_out_dir(out or Path("runs") / Path(config).stem)
+    write_atomic(out / "config.yaml", dump_config(cfg))
+
+    from coasejax.simulate import build, run  # imports JAX: after the config is known to be valid
+
+    p = cfg.population
+    label = (f"N={p.n_agents:,} k={p.degree} {p.graph} | {cfg.mechanism.kind}, {cfg.state.rights}'s right, "
+             f"{cfg.advocates.strategy} | {cfg.sim.rounds} rounds × {cfg.sim.envs} env(s)")
+    if not quiet:
+        console.print(f"[bold]coasejax simulate[/] {label}", highlight=False)
+    with console.status("compiling…", spinner="dots") if not quiet else _null():
+        sim = build(cfg)
+    with Progress(TextColumn("rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=quiet, transient=False) as progress:
+        task = progress.add_task("rounds", total=cfg.sim.rounds)
+        summary = run(sim, on_chunk=lambda n: progress.advance(task, n))
+    summary["config"] = config
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if not quiet:
+        console.print(summary_table(summary, f"summary ({summary['devices']} device(s), {summary['backend']})"))
+        console.print(f"wrote {out / 'summary.json'} and {out / 'config.yaml'}", highlight=False)
+
+
+@app.command()
+def bench(
+    sizes: Annotated[str, typer.Option(help="Comma-separated agent counts, e.g. 1e4,1e5,1e6,1e7.")] = "1e4,1e5,1e6",
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds per timed episode.")] = 20,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed episodes per size (best is kept).")] = 3,
+    reference_n: Annotated[int, typer.Option(min=0, help="Agents for the plain-Python reference (0: skip).")] = 2000,
+    set_: SetOption = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the results as JSON here.")] = None,
+) -> None:
+    """Measure engine throughput, scaling in N and memory per agent against a plain-Python reference."""
+    try:
+        ns = [int(float(s)) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--sizes {sizes!r}: expected comma-separated numbers, e.g. 1e4,1e5,1e6")
+    if not ns or min(ns) < 16:
+        fail(f"--sizes {sizes!r}: need at least one size, each at least 16")
+    try:
+        base = load_config(None, set_ or [])
+    except ConfigError as e:
+        fail(str(e))
+    from coasejax.bench import run_bench
+
+    result = run_bench(base, ns, rounds, repeats, reference_n, log=lambda m: console.print(m, highlight=False))
+    table = Table(title=f"coasejax bench ({result['machine']})", title_justify="left")
+    for col in ("N", "agent-steps/s", "ms/round", "state B/agent", "peak B/agent"):
+        table.add_column(col, justify="right")
+    for r in result["sizes"]:
+        table.add_row(f"{r['n_agents']:,}", f"{r['agent_steps_per_second']:,.0f}", f"{r['ms_per_round']:.2f}",
+                      f"{r['state_bytes_per_agent']:.1f}", f"{r['peak_bytes_per_agent']:.1f}")
+    console.print(table)
+    if result.get("scaling_exponent") is not None:
+        console.print(f"time per round ∝ N^{result['scaling_exponent']:.3f}")
+    if result.get("reference"):
+        ref = result["reference"]
+        console.print(f"plain-Python reference: {ref['agent_steps_per_second']:,.0f} agent-steps/s at "
+                      f"N={ref['n_agents']:,}; engine/reference = {result['speedup_vs_reference']:,.0f}×")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {out}", highlight=False)
+    print(json.dumps({k: v for k, v in result.items() if k != "sizes"} | {"sizes": result["sizes"]}))
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as e:  # e.g. raised while building from a config that validated
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

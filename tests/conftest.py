@@ -1,0 +1,23 @@
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import pytest  # noqa: E402
+
+from coasejax.config import load_config  # noqa: E402
+from coasejax.simulate import simulate  # noqa: E402
+
+
+def make_cfg(**overrides):
+    """A small config: defaults, N=2000, 3 rounds, with ``section__key=value`` overrides (``__`` for ``.``)."""
+    base = {"population.n_agents": 2000, "sim.rounds": 3}
+    base.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return load_config(None, [f"{k}={v}" for k, v in base.items()])
+
+
+@pytest.fixture
+def run():
+    def _run(**overrides):
+        return simulate(make_cfg(**overrides))
+
+    return _run
