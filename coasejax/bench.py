@@ -81,9 +81,9 @@ def run_bench(base: Config, sizes: list[int], rounds: int, repeats: int, referen
         y = np.log([r["ms_per_round"] for r in rows])
         result["scaling_exponent"] = float(np.polyfit(x, y, 1)[0])
     if reference_n:
-        from coasejax.reference import simulate_reference
+        from coasejax.reference import reference_compatible, simulate_reference
 
-        cfg = base.model_copy(deep=True)
+        cfg = reference_compatible(base)
         cfg.population.n_agents = reference_n
         cfg.sim.rounds = 2
         cfg.sim.envs = 1

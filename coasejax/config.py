@@ -105,7 +105,7 @@ class PopulationConfig(_Section):
     benefit: Distribution = Field(Distribution(kind="uniform", low=1.0, high=3.0), description="benefit slope a")
     harm: Distribution = Field(Distribution(kind="uniform", low=0.0, high=2.0), description="harm sensitivity c")
     wealth: Distribution = Field(Distribution(kind="constant", value=100.0), description="initial wealth m")
-    drift: float = Field(0.0, ge=0.0, le=1.0, description="per-round log-normal drift of a and c (0 = fixed types)")
+    drift: float = Field(0.0, ge=0.0, le=1.0, description="log-sd of the per-round random walk of a and c (0 = fixed types)")
     x_max: float = Field(10.0, gt=0.0, description="upper bound of activity x")
 
     @model_validator(mode="after")

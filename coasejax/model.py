@@ -26,6 +26,17 @@ def social_value(a: jax.Array, cost: jax.Array, x: jax.Array) -> jax.Array:
     return benefit(a, x) - cost * x
 
 
+def benefit_change(a: jax.Array, x_from: jax.Array, x_to: jax.Array) -> jax.Array:
+    """``B(x_to) − B(x_from) = (x_to − x_from)(a − (x_from + x_to)/2)``, written without cancellation so that
+    small changes keep their sign in float32."""
+    return (x_to - x_from) * (a - 0.5 * (x_from + x_to))
+
+
+def value_change(a: jax.Array, cost: jax.Array, x_from: jax.Array, x_to: jax.Array) -> jax.Array:
+    """``[B(x_to) − C x_to] − [B(x_from) − C x_from]``, without cancellation."""
+    return (x_to - x_from) * (a - cost - 0.5 * (x_from + x_to))
+
+
 def first_best(a: jax.Array, cost: jax.Array, x_max: float) -> jax.Array:
     """``x* = clip(a − C, 0, x_max)``."""
     return jnp.clip(a - cost, 0.0, x_max)

@@ -42,11 +42,21 @@ def make_population(key: jax.Array, cfg: PopulationConfig, n_providers: int = 1)
     )
 
 
-def drift_types(key: jax.Array, pop: Population, drift: float) -> Population:
-    """Live preference streams: ``a`` and ``c`` follow independent mean-preserving log-normal random walks,
-    ``a' = a · exp(drift·z − drift²/2)``, z ~ N(0, 1)."""
-    ka, kc = jax.random.split(key)
-    n = pop.a.shape[0]
-    fa = jnp.exp(drift * jax.random.normal(ka, (n,), jnp.float32) - 0.5 * drift**2)
-    fc = jnp.exp(drift * jax.random.normal(kc, (n,), jnp.float32) - 0.5 * drift**2)
-    return pop.replace(a=pop.a * fa, c=pop.c * fc)
+def unit_uniform(bits: jax.Array, nbits: int) -> jax.Array:
+    """``f32`` in (0, 1) from the lowest ``nbits`` (≤ 24) of ``uint32`` random bits, at cell midpoints."""
+    mask = jnp.uint32((1 << nbits) - 1)
+    return ((bits & mask).astype(jnp.float32) + 0.5) * (1.0 / (1 << nbits))
+
+
+def drift_types(pop: Population, drift: jax.Array, bits: jax.Array) -> Population:
+    """Live preference streams: ``a`` and ``c`` follow independent mean-preserving log-uniform random walks,
+    ``a' = a · exp(σ√3 (2u − 1)) / κ`` with u ~ U(0, 1) (so the log-step has standard deviation σ = ``drift``) and
+    ``κ = sinh(σ√3)/(σ√3)`` its mean. One ``u32[N]`` word of random bits drives both: its high 16 bits move ``a``,
+    its low 16 bits ``c`` (a uniform costs a quarter of a normal draw on CPU)."""
+    half_width = drift * jnp.sqrt(3.0)
+    kappa = jnp.where(half_width > 0, jnp.sinh(half_width) / jnp.where(half_width > 0, half_width, 1.0), 1.0)
+
+    def factor(u):
+        return jnp.exp(half_width * (2.0 * u - 1.0)) / kappa
+
+    return pop.replace(a=pop.a * factor(unit_uniform(bits >> 16, 16)), c=pop.c * factor(unit_uniform(bits, 16)))

@@ -47,6 +47,10 @@ from coasejax.graphs import make_graph
 MECHANISM_KINDS = ("nash", "lindahl", "alternating", "clarke")
 STRATEGIES = ("truthful", "shade")
 
+#: a decision counts as a near tie when the reported surplus is within this fraction of the size of its terms of the
+#: threshold it is compared with (the transaction costs, possibly 0): about 8 float32 roundings
+TIE_RTOL = 1e-6
+
 
 def reference_compatible(cfg: Config) -> Config:
     """A copy of ``cfg`` the reference can run: enforcement 1, no drift, and ``truthful`` in place of
@@ -211,7 +215,10 @@ def simulate_reference(cfg: Config, env: int = 0) -> dict:
     Returns totals over agents and rounds, as in the engine's summary: ``welfare``, ``first_best_welfare``,
     ``status_quo_welfare``, ``mean_activity``, ``transfers`` (money received by emitters), ``transaction_costs_paid``,
     ``mechanism_net`` (money taken in by the mechanism), ``deal_rate``, ``attempt_rate``; ``wealth``, the final wealth
-    of every agent; ``seconds``, the time of the round loop alone (set-up excluded); and
+    of every agent; ``near_ties``, the number of agent-rounds whose attempt decision is within float32 rounding of
+    its threshold (``Ŝ ≈ TC``, including a tiny ``Ŝ`` when ``TC = 0``), which a single-precision engine may decide
+    either way;
+    ``seconds``, the time of the round loop alone (set-up excluded); and
     ``agent_steps_per_second = n_agents · rounds / seconds``.
     """
     _check(cfg, env)
@@ -252,7 +259,8 @@ def simulate_reference(cfg: Config, env: int = 0) -> dict:
 
     welfare = first_best = status_quo = activity = 0.0
     transfers = costs_paid = mechanism_net = 0.0
-    deals = attempts = 0
+    deals = attempts = near_ties = 0
+    tc_total = params["tc_total"]
 
     t0 = time.perf_counter()
     for _ in range(rounds):
@@ -270,7 +278,13 @@ def simulate_reference(cfg: Config, env: int = 0) -> dict:
             cost_hat = w * sum(c_hat)
             x_deal, to_e, from_v, surplus = mechanism(a_hat, c_hat, cost_hat, x_sq, params)
 
-            attempt = surplus > 0.0 and enforcement * surplus >= params["tc_total"]
+            attempt = surplus > 0.0 and enforcement * surplus >= tc_total
+            # Ŝ is a difference of terms of size `scale`; within a few float32 roundings of a threshold a
+            # single-precision engine may decide the other way (Ŝ = 0 exactly when x̂ = x_sq is no tie)
+            scale = abs(_benefit(a_hat, x_sq)) + abs(_benefit(a_hat, x_deal)) + abs(cost_hat) * (x_sq + x_deal)
+            tie = TIE_RTOL * (scale + tc_total)
+            if x_deal != x_sq and abs(enforcement * surplus - tc_total) <= tie:
+                near_ties += 1
             if attempt:
                 attempts += 1
                 deals += 1  # enforcement is 1: every attempted deal is honoured
@@ -309,6 +323,7 @@ def simulate_reference(cfg: Config, env: int = 0) -> dict:
         "mechanism_net": mechanism_net,
         "deal_rate": deals / steps,
         "attempt_rate": attempts / steps,
+        "near_ties": near_ties,
         "wealth": wealth,
         "seconds": seconds,
         "agent_steps_per_second": steps / seconds if seconds > 0 else float("inf"),

@@ -41,10 +41,13 @@ class Simulation:
     sharded_over: int
 
 
-def chunk_length(rounds: int, target_chunks: int = 20) -> int:
-    """The largest divisor of ``rounds`` that is at most ``ceil(rounds / target_chunks)``."""
-    limit = max(1, math.ceil(rounds / target_chunks))
-    return max(d for d in range(1, limit + 1) if rounds % d == 0)
+def chunk_length(rounds: int, target_chunks: int = 20, min_chunk: int = 8) -> int:
+    """Rounds per compiled chunk: the largest divisor of ``rounds`` not above ``max(ceil(rounds / target_chunks),
+    min_chunk)``, or all rounds at once when that divisor would be under 4. Short scans are slow: XLA compiles a
+    one-round scan as straight-line code that runs about half as fast as the same round inside a loop."""
+    limit = max(math.ceil(rounds / target_chunks), min_chunk)
+    best = max(d for d in range(1, min(limit, rounds) + 1) if rounds % d == 0)
+    return best if best >= min(4, rounds) else rounds
 
 
 def agent_sharding(cfg: Config) -> NamedSharding | None:

@@ -95,8 +95,14 @@ def run_engine(cfg, extra=()):
 
 
 def assert_matches(engine: dict, ref: dict, engine_wealth: np.ndarray, case: str = "") -> None:
-    bad = [f"{k}: engine {engine[k]!r} vs reference {ref[k]!r}" for k in TOTALS
-           if not math.isclose(engine[k], ref[k], rel_tol=1e-4, abs_tol=1e-3)]
+    bad = [f"{k}: engine {engine[k]!r} vs reference {ref[k]!r}" for k in TOTALS if k != "deal_rate"
+           and not math.isclose(engine[k], ref[k], rel_tol=1e-4, abs_tol=1e-3)]
+    # a deal whose reported surplus is within float32 rounding of its threshold may go either way in the engine
+    steps = ref["n_agents"] * ref["rounds"]
+    deal_diff = abs(round(engine["deal_rate"] * steps) - round(ref["deal_rate"] * steps))
+    if deal_diff > ref["near_ties"]:
+        bad.append(f"deal_rate: engine {engine['deal_rate']!r} vs reference {ref['deal_rate']!r} "
+                   f"({deal_diff} deals apart, {ref['near_ties']} near ties)")
     assert not bad, f"{case}: " + "; ".join(bad)
     np.testing.assert_allclose(engine_wealth, np.asarray(ref["wealth"]), rtol=1e-4, atol=1e-3, err_msg=case)
 

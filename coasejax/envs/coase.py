@@ -25,7 +25,7 @@ from coasejax.config import Config
 from coasejax.graphs import Graph, slot_sum
 from coasejax.mechanisms import MECHANISMS, Bargain, Terms
 from coasejax.mechanisms.base import harm_shares
-from coasejax.population import Population, drift_types, make_population
+from coasejax.population import Population, drift_types, make_population, unit_uniform
 
 
 @struct.dataclass
@@ -126,7 +126,10 @@ def terms_of(params: EnvParams, k: int) -> Terms:
 def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tuple[EnvState, RoundMetrics]:
     """One round for all N emitters at once. Shapes: ``f32[N]`` per agent, ``f32[k, N]`` per bargain slot."""
     pop = state.pop
-    k_mech, k_enf, k_drift = jax.random.split(key, 3)
+    k_mech, k_draws = jax.random.split(key)
+    # all per-agent randomness of a round from one or two u32 words per agent (cheaper than separate draws)
+    n_words = int(params.draw_enforcement) + int(params.draw_drift)
+    words = jax.random.bits(k_draws, (n_words, graph.n), jnp.uint32) if n_words else None
     terms = terms_of(params, graph.k)
     er = params.emitter_right
 
@@ -142,7 +145,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     attempt = (out.surplus > 0) & (params.enforcement * out.surplus >= terms.tc_total)
     honoured = attempt
     if params.draw_enforcement:
-        honoured = attempt & (jax.random.uniform(k_enf, attempt.shape) < params.enforcement)
+        honoured = attempt & (unit_uniform(words[0], 24) < params.enforcement)
 
     out, attempt, honoured = jax.lax.optimization_barrier((out, attempt, honoured))
     x = jnp.where(honoured, out.x, x_sq)
@@ -177,7 +180,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     )
     pop = pop.replace(wealth=pop.wealth + d_wealth)
     if params.draw_drift:
-        pop = drift_types(k_drift, pop, params.drift)
+        pop = drift_types(pop, params.drift, words[-1])
     return EnvState(pop=pop, t=state.t + 1), metrics
 
 

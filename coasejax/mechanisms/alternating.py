@@ -16,8 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, split_surplus
-from coasejax.mechanisms.nash import reported_surplus
+from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, reported_surplus, split_surplus
 
 
 def rubinstein_share(delta_first: float, delta_second: float) -> float:

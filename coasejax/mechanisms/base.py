@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from coasejax.graphs import slot_sum
-from coasejax.model import benefit
+from coasejax.model import benefit_change, value_change
 
 
 class Bargain(NamedTuple):
@@ -72,11 +72,16 @@ def split_surplus(bargain: Bargain, terms: Terms, x: jax.Array, emitter_gain: ja
     so ``T < 0``: the emitter pays ``B̂(x) − tc_e − g`` for permission. Victims share T in proportion to reported harm.
     """
     cost = reported_cost(bargain, terms)
-    loss = benefit(bargain.a_hat, bargain.x_sq) - benefit(bargain.a_hat, x)
-    surplus = cost * (bargain.x_sq - x) - loss
+    loss = -benefit_change(bargain.a_hat, bargain.x_sq, x)
+    surplus = value_change(bargain.a_hat, cost, bargain.x_sq, x)
     to_emitter = loss + terms.tc_emitter + emitter_gain
     from_victims = to_emitter * harm_shares(bargain.c_hat)
     return Outcome(x=x, to_emitter=to_emitter, from_victims=from_victims, surplus=surplus)
+
+
+def reported_surplus(bargain: Bargain, terms: Terms, x: jax.Array) -> jax.Array:
+    """``Ŝ = [B̂(x) − Ĉx] − [B̂(x_sq) − Ĉx_sq]``: the reported gain of moving from the status quo to x."""
+    return value_change(bargain.a_hat, reported_cost(bargain, terms), bargain.x_sq, x)
 
 
 def efficient_activity(bargain: Bargain, terms: Terms) -> jax.Array:

@@ -1,6 +1,7 @@
 """Clarke pivot (VCG) mechanism for one emitter and its victims (Vickrey 1961; Clarke 1971; Groves 1973).
 
-The decision is the reported first best ``x̂ = clip(â − Ĉ, 0, x_max)``. Each party is paid what the others' reported
+The decision is the reported first best ``x̂ = clip(â − Ĉ, 0, upper)`` (``upper`` = ``x_sq`` under the emitter's
+right, else ``x_max``). Each party is paid what the others' reported
 values gain at ``x̂`` relative to a reference activity that does not depend on its own report, so truthful reporting
 is a dominant strategy:
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, reported_cost
+from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, reported_cost, reported_surplus
 from coasejax.model import benefit
 
 
@@ -40,5 +41,5 @@ def clarke(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> Outc
         return benefit(a_hat, xx) - cost_others * xx
 
     from_victims = others_value(reference) - others_value(x)
-    surplus = benefit(a_hat, x) - cost * x - (benefit(a_hat, x_sq) - cost * x_sq)
+    surplus = reported_surplus(bargain, terms, x)
     return Outcome(x=x, to_emitter=to_emitter, from_victims=from_victims, surplus=surplus)

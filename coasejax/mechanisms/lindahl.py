@@ -1,7 +1,8 @@
 """Lindahl-style voluntary per-unit contributions (Lindahl 1919; Bergstrom, Blume & Varian 1986 for free-riding).
 
 Each victim s names a per-unit price ``p_s = w ĉ_s``. The emitter, a price taker, chooses its activity against the
-total price ``P = Σ_s p_s``: ``x = clip(â − P, 0, x_max)``. Every victim settles its own price on the units that
+total price ``P = Σ_s p_s``: ``x = clip(â − P, 0, upper)`` (``upper`` = ``x_sq`` under the emitter's right, else
+``x_max``). Every victim settles its own price on the units that
 change: emitter's right — victim s pays ``p_s (x_sq − x)`` for abatement; victim's right — the emitter pays each
 victim ``p_s x`` for permission. Truthful prices reach the first best and give the whole surplus to the emitter:
 victims pay ``C²`` (the top of the ``[C²/2, C²]`` range) under the emitter's right; the emitter pays ``C(a − C)``
@@ -18,8 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from coasejax.graphs import slot_sum
-from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, reported_cost
-from coasejax.model import benefit
+from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, reported_cost, reported_surplus
 
 
 def lindahl(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> Outcome:
@@ -27,7 +27,7 @@ def lindahl(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> Out
     change = bargain.x_sq - x  # abatement (emitter's right) or minus the permitted activity (victim's right)
     prices = terms.w * bargain.c_hat
     cost = reported_cost(bargain, terms)
-    surplus = cost * change - (benefit(bargain.a_hat, bargain.x_sq) - benefit(bargain.a_hat, x))
+    surplus = reported_surplus(bargain, terms, x)
     return Outcome(x=x, to_emitter=cost * change, from_victims=prices * change, surplus=surplus)
 
 

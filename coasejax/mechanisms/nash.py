@@ -1,6 +1,6 @@
 """Nash bargaining between an emitter and its victims (Nash 1950).
 
-The parties agree on the reported first best ``x̂ = clip(â − Ĉ, 0, x_max)`` and split the reported surplus net of
+The parties agree on the reported first best ``x̂`` (:func:`~coasejax.mechanisms.base.efficient_activity`) and split the reported surplus net of
 transaction costs, ``Ŝ − TC``, giving the emitter the share β (``terms.bargaining_power``):
 ``x_e = d_e + β(S − d_e − d_v)`` with disagreement payoffs at the status quo.
 
@@ -13,14 +13,7 @@ from __future__ import annotations
 
 import jax
 
-from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, split_surplus, reported_cost
-from coasejax.model import benefit
-
-
-def reported_surplus(bargain: Bargain, terms: Terms, x: jax.Array) -> jax.Array:
-    """``Ŝ = [B̂(x) − Ĉx] − [B̂(x_sq) − Ĉx_sq]``."""
-    cost = reported_cost(bargain, terms)
-    return benefit(bargain.a_hat, x) - cost * x - (benefit(bargain.a_hat, bargain.x_sq) - cost * bargain.x_sq)
+from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, reported_surplus, split_surplus
 
 
 def nash_transfer_closed_form(a, cost, beta, emitter_right):

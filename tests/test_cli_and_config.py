@@ -1,0 +1,110 @@
+"""Configs and the command line: presets, overrides, outputs, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coasejax.config import ConfigError, Distribution, load_config
+
+REQUIRED_KEYS = ["n_agents", "rounds", "welfare", "first_best_welfare", "status_quo_welfare", "efficiency",
+                 "mean_activity", "transfers", "transaction_costs_paid", "deal_rate", "agent_steps_per_second"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "coasejax.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_presets_load_by_name_and_by_path():
+    root = Path(__file__).resolve().parents[1]
+    for name in ("quickstart", "coase"):
+        by_name = load_config(name)
+        by_path = load_config(str(root / "configs" / f"{name}.yaml"))
+        assert by_name == by_path
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("quickstart", ["population.n_agents=1234", "state.transaction_costs.per_deal=0.5",
+                                     "population.benefit=constant:10", "sim.shard=false"])
+    assert cfg.population.n_agents == 1234 and cfg.state.transaction_costs.per_deal == 0.5
+    assert cfg.population.benefit == Distribution(kind="constant", value=10.0)
+    assert cfg.sim.shard is False
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("constant:2.5", Distribution(kind="constant", value=2.5)),
+    ("uniform:1:3", Distribution(kind="uniform", low=1, high=3)),
+    ("lognormal:0:0.5", Distribution(kind="lognormal", mu=0, sigma=0.5)),
+])
+def test_distribution_syntax_round_trips(text, expected):
+    d = Distribution.model_validate(text)
+    assert d == expected and Distribution.model_validate(str(d)) == d
+
+
+@pytest.mark.parametrize("override,names", [
+    ("population.nagents=5", "population.nagents"),
+    ("mechanism.kind=vcg", "mechanism.kind"),
+    ("population.n_agents=many", "population.n_agents"),
+    ("state.enforcement=2", "state.enforcement"),
+    ("population.harm=uniform:-1:1", "population.harm"),
+    ("population.benefit=beta:1:2", "population.benefit"),
+    ("advocates.strategy=best_response", "advocates.strategy"),
+    ("sim", "--set"),
+])
+def test_bad_values_name_the_key(override, names):
+    with pytest.raises(ConfigError) as e:
+        load_config("quickstart", [override])
+    assert names in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("population: [1, 2\n")
+    cases = [["simulate", "nonexistent_preset"], ["simulate", str(tmp_path / "missing.yaml")],
+             ["simulate", str(bad_yaml)], ["simulate", "quickstart", "--set", "population.degree=0"],
+             ["simulate", "quickstart", "--set", "mechanism.kind=vcg"]]
+    for args in cases:
+        r = cli(*args, "--out", str(tmp_path / "o"))
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_simulate_writes_summary_and_resolved_config(tmp_path):
+    out = tmp_path / "run"
+    r = cli("simulate", "quickstart", "--set", "population.n_agents=3000", "--set", "sim.rounds=4",
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    for key in REQUIRED_KEYS:
+        assert key in summary
+    assert summary["n_agents"] == 3000 and summary["rounds"] == 4
+    assert 0.5 < summary["efficiency"] <= 1.0
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["population"]["n_agents"] == 3000
+    # the resolved config reproduces the run
+    again = tmp_path / "again"
+    r2 = cli("simulate", str(out / "config.yaml"), "--out", str(again), "-q")
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads((again / "summary.json").read_text())["welfare"] == summary["welfare"]
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_every_config_key_is_documented():
+    from coasejax.config import Config
+
+    def keys(model, prefix=""):
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if hasattr(type(value), "model_fields") and name not in ("benefit", "harm", "wealth"):
+                yield from keys(value, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    missing = [k for k in keys(Config()) if f"`{k}`" not in doc]
+    assert not missing, missing

@@ -1,0 +1,39 @@
+"""The agent axis sharded over 4 forced host devices gives the same summary as 1 device."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import json, sys, jax
+from coasejax.config import load_config
+from coasejax.simulate import simulate
+cfg = load_config(None, sys.argv[1:])
+s = simulate(cfg)
+print(json.dumps({"devices": s["devices"], "n_dev": len(jax.devices()), **{k: s[k] for k in KEYS}}))
+"""
+KEYS = ["welfare", "first_best_welfare", "status_quo_welfare", "transfers", "transaction_costs_paid",
+        "deal_rate", "mean_activity", "mechanism_net", "wealth_change"]
+
+
+def run_with_devices(n_devices: int, overrides: list[str]) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu")
+    code = f"KEYS = {KEYS!r}\n" + SCRIPT
+    out = subprocess.run([sys.executable, "-c", code, *overrides], env=env, capture_output=True, text=True,
+                         timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("graph,mech", [("ring", "nash"), ("torus", "clarke"), ("small_world", "alternating")])
+def test_four_devices_match_one_device(graph, mech):
+    overrides = ["population.n_agents=4096", "sim.rounds=4", "sim.envs=2", f"population.graph={graph}",
+                 f"mechanism.kind={mech}", "state.enforcement=0.9", "population.drift=0.05",
+                 "state.transaction_costs.per_deal=0.05"]
+    one = run_with_devices(1, overrides)
+    four = run_with_devices(4, overrides)
+    assert one["devices"] == 1 and four["devices"] == 4 and four["n_dev"] == 4
+    for key in KEYS:
+        assert four[key] == pytest.approx(one[key], rel=1e-5, abs=1e-3), key
