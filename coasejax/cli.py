@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 import sys
 import tempfile
 from pathlib import Path
@@ -108,7 +109,7 @@ def simulate(
              f"{cfg.advocates.strategy} | {cfg.sim.rounds} rounds × {cfg.sim.envs} env(s)")
     if not quiet:
         console.print(f"[bold]coasejax simulate[/] {label}", highlight=False)
-    with console.status("compiling…", spinner="dots") if not quiet else _null():
+    with console.status("compiling…", spinner="dots") if not quiet else nullcontext():
         sim = build(cfg)
     with Progress(TextColumn("rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, disable=quiet, transient=False) as progress:
@@ -166,14 +167,6 @@ def bench(
         write_atomic(out, json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {out}", highlight=False)
     print(json.dumps({k: v for k, v in result.items() if k != "sizes"} | {"sizes": result["sizes"]}))
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from coasejax.config import Config
 from coasejax.envs import coase
-from coasejax.graphs import Graph, make_graph
+from coasejax.graphs import Graph, make_graph, torus_shape
 
 #: per-round series are written to summary.json when the episode has at most this many rounds
 MAX_ROUNDS_IN_SUMMARY = 10_000
@@ -54,11 +54,8 @@ def agent_sharding(cfg: Config) -> NamedSharding | None:
     devices = jax.devices()
     if not cfg.sim.shard or len(devices) < 2 or cfg.population.n_agents % len(devices):
         return None
-    if cfg.population.graph == "torus":
-        from coasejax.graphs import torus_shape
-
-        if torus_shape(cfg.population.n_agents)[0] % len(devices):
-            return None
+    if cfg.population.graph == "torus" and torus_shape(cfg.population.n_agents)[0] % len(devices):
+        return None
     mesh = Mesh(np.asarray(devices), ("agents",))
     return NamedSharding(mesh, PartitionSpec(None, "agents"))
 
