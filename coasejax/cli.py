@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import nullcontext
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -46,8 +46,3 @@ def status_quo(a: jax.Array, emitter_right: jax.Array, x_max: float) -> jax.Arra
     """Activity without a deal: ``clip(a, 0, x_max)`` when the emitter holds the right, else 0."""
     return jnp.where(emitter_right, jnp.clip(a, 0.0, x_max), 0.0)
 
-
-def deal_surplus(a: jax.Array, cost: jax.Array, emitter_right: jax.Array, x_max: float) -> jax.Array:
-    """Gain of moving from the status quo to the first best: ``C²/2`` or ``(a − C)²/2`` when interior."""
-    x0 = status_quo(a, emitter_right, x_max)
-    return social_value(a, cost, first_best(a, cost, x_max)) - social_value(a, cost, x0)

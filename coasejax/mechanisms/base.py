@@ -71,9 +71,8 @@ def split_surplus(bargain: Bargain, terms: Terms, x: jax.Array, emitter_gain: ja
     emitter's right that loss is positive (victims buy abatement); under the victim's right ``x_sq = 0`` and ``L̂ < 0``,
     so ``T < 0``: the emitter pays ``B̂(x) − tc_e − g`` for permission. Victims share T in proportion to reported harm.
     """
-    cost = reported_cost(bargain, terms)
     loss = -benefit_change(bargain.a_hat, bargain.x_sq, x)
-    surplus = value_change(bargain.a_hat, cost, bargain.x_sq, x)
+    surplus = reported_surplus(bargain, terms, x)
     to_emitter = loss + terms.tc_emitter + emitter_gain
     from_victims = to_emitter * harm_shares(bargain.c_hat)
     return Outcome(x=x, to_emitter=to_emitter, from_victims=from_victims, surplus=surplus)
