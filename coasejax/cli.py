@@ -7,19 +7,18 @@ file and what is allowed, and exits with code 2, without a traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
 from coasejax.config import ConfigError, dump_config, load_config
+from coasejax.train import commands as train_commands
 
 app = typer.Typer(
     add_completion=False,
@@ -27,40 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Population-scale Coasean bargaining among AI advocate agents.",
 )
-console = Console(stderr=True)
-SetOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", "-s", help="Override a config key, e.g. --set population.n_agents=1000 (repeatable)."),
-]
-
-
-def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def prepare_out_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        fail(f"--out {out}: cannot create directory ({e.strerror})")
-    return out
-
-
 SUMMARY_ROWS = [
     ("efficiency", "efficiency (W − W_sq)/(W* − W_sq)", "{:.4f}"),
     ("welfare", "welfare W", "{:,.1f}"),
@@ -167,6 +132,10 @@ def bench(
         write_atomic(out, json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {out}", highlight=False)
     print(json.dumps({k: v for k, v in result.items() if k != "sizes"} | {"sizes": result["sizes"]}))
+
+
+app.command("train")(train_commands.train)
+app.command("eval")(train_commands.evaluate)
 
 
 def main() -> None:

@@ -161,6 +161,9 @@ class SimConfig(_Section):
     shard: bool = Field(True, description="shard the agent axis over all local devices when N divides evenly")
 
 
+from coasejax.train.schema import CheckpointConfig, EnvConfig, PolicyConfig, TrainConfig, check_training  # noqa: E402
+
+
 class Config(_Section):
     """The whole run configuration. Section and key names are stable: scripts and papers rely on them."""
 
@@ -170,9 +173,14 @@ class Config(_Section):
     mechanism: MechanismConfig = MechanismConfig()
     advocates: AdvocatesConfig = AdvocatesConfig()
     sim: SimConfig = SimConfig()
+    env: EnvConfig = EnvConfig()
+    policy: PolicyConfig = PolicyConfig()
+    train: TrainConfig = TrainConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
+        check_training(self)
         if self.advocates.strategy == "best_response" and self.mechanism.kind not in ("lindahl", "clarke"):
             raise ValueError(
                 "advocates.strategy: best_response is defined for mechanism.kind lindahl or clarke, "

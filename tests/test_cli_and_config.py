@@ -105,6 +105,6 @@ def test_every_config_key_is_documented():
             else:
                 yield f"{prefix}{name}"
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    doc = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "docs").glob("*.md"))
     missing = [k for k in keys(Config()) if f"`{k}`" not in doc]
     assert not missing, missing
