@@ -21,15 +21,20 @@ STRATEGIES = ("truthful", "shade", "best_response")
 
 
 def reports(
-    strategy: str, mechanism: str, a: jax.Array, c_nb: jax.Array, terms: Terms, shade: jax.Array
+    strategy: str, mechanism: str, a: jax.Array, c_nb: jax.Array, terms: Terms, shade: jax.Array,
+    shade_victims: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """``(f32[N], f32[k, N])``: the emitter's report â and its victims' reports ĉ, per bargain slot."""
+    """``(f32[N], f32[k, N])``: the emitter's report â and its victims' reports ĉ, per bargain slot.
+
+    ``shade`` is the emitter's advocate's shading (a scalar or ``f32[N]``), ``shade_victims`` each victim's (scalar or
+    ``f32[k, N]``; defaults to ``shade``)."""
     if strategy == "truthful" or (strategy == "best_response" and mechanism == "clarke"):
         return a, c_nb
     if strategy == "shade":
         er = terms.emitter_right
         a_hat = a if mechanism == "lindahl" else a * jnp.where(er, 1.0 + shade, 1.0 - shade)
-        c_hat = c_nb * jnp.where(er, 1.0 - shade, 1.0 + shade)
+        s_v = shade if shade_victims is None else shade_victims
+        c_hat = c_nb * jnp.where(er, 1.0 - s_v, 1.0 + s_v)
         return a_hat, c_hat
     if strategy == "best_response" and mechanism == "lindahl":
         return a, equilibrium_reports(a, c_nb, terms)

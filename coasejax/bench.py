@@ -40,7 +40,7 @@ def measure(cfg: Config, repeats: int) -> dict:
             best = s
     n, t, e = cfg.population.n_agents, cfg.sim.rounds, cfg.sim.envs
     mem = sim.runner.memory_analysis()
-    state_bytes = _nbytes(sim.state.pop) + _nbytes(sim.graph)
+    state_bytes = _nbytes(sim.state) + _nbytes(sim.graph)
     peak = None
     if mem is not None:
         peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes

@@ -131,17 +131,88 @@ class TransactionCosts(_Section):
 
 
 class StateConfig(_Section):
+    """The outer rule layer: rules no bargain can change (:mod:`coasejax.rules.state`)."""
+
     rights: Literal["emitter", "victim"] = "emitter"
     transaction_costs: TransactionCosts = TransactionCosts()
     enforcement: float = Field(1.0, ge=0.0, le=1.0, description="probability a deal is honoured")
+    activity_cap: float | None = Field(None, ge=0.0, description="hard cap on activity no payment can buy (null: none)")
+    cap_share: float = Field(1.0, ge=0.0, le=1.0, description="fraction of agents (a fixed random subset) under the cap")
+    pigou_tax: float = Field(0.0, ge=0.0, description="Pigouvian tax per unit of activity, paid by the emitter")
+    tax_recycling: Literal["lump_sum", "victims"] = "lump_sum"
+    budget_rule: bool = Field(False, description="nobody pays more than their wealth")
+    tc_floor: float = Field(0.0, ge=0.0, description="minimum fixed cost of a deal (raises transaction_costs.per_deal)")
+
+
+PerProvider = float | list[float]
 
 
 class ProvidersConfig(_Section):
-    count: int = Field(1, ge=1, le=1024, description="number of advocate providers M")
+    """The middle rule layer: M competing advocate providers (:mod:`coasejax.rules.provider`).
+
+    Per-provider keys take one number (the same for every provider) or a list of ``count`` numbers."""
+
+    count: int = Field(1, ge=1, le=64, description="number of advocate providers M")
+    fee: PerProvider = Field(0.0, description="share of the client's realised surplus charged per round, in [0, 1]")
+    fee_flat: PerProvider = Field(0.0, description="flat fee per client per round, >= 0")
+    conduct: PerProvider | None = Field(None, description="code of conduct: max relative deviation of a report from "
+                                                          "the client's true value (null: unbounded)")
+    shade: PerProvider | None = Field(None, description="advocates.strategy=shade: each provider's shading "
+                                                        "(null: advocates.shade)")
+    skill: PerProvider = Field(0.0, description="bargaining skill: shifts nash bargaining power toward the client")
+    switching_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability a client reviews its provider per round")
+    inertia: float = Field(0.0, ge=0.0, description="utility bonus of staying with the current provider (logit)")
+    temperature: float = Field(0.1, gt=0.0, description="logit temperature of provider choice")
+    memory: float = Field(0.8, ge=0.0, lt=1.0, description="weight of the past in each client's net-utility average")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ProvidersConfig":
+        for name, lo, hi in (("fee", 0.0, 1.0), ("fee_flat", 0.0, math.inf), ("conduct", 0.0, math.inf),
+                             ("shade", 0.0, 0.999), ("skill", -1.0, 1.0)):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            vals = v if isinstance(v, list) else [v]
+            if isinstance(v, list) and len(v) != self.count:
+                raise ValueError(f"providers.{name}: expected one number or a list of providers.count={self.count} "
+                                 f"numbers, got {len(v)}")
+            if not all(math.isfinite(x) and lo <= x <= hi for x in vals):
+                raise ValueError(f"providers.{name}: values must lie in [{lo:g}, {hi:g}], got {v}")
+        return self
+
+    def per_provider(self, name: str, default: float | None = None) -> list[float] | None:
+        """``providers.<name>`` as a list of ``count`` numbers (``default`` when the key is null)."""
+        v = getattr(self, name)
+        if v is None:
+            return None if default is None else [float(default)] * self.count
+        return [float(x) for x in v] if isinstance(v, list) else [float(v)] * self.count
+
+
+class IndividualConfig(_Section):
+    """The inner rule layer: each client's own customisation, drawn per agent (:mod:`coasejax.rules.individual`).
+    Every key is a distribution (``constant:V | uniform:LO:HI | lognormal:MU:SIGMA``) or null (not used)."""
+
+    red_line: Distribution | None = Field(None, description="harm level a victim never accepts at any price")
+    reservation: Distribution | None = Field(None, description="least gain at which a client signs a deal")
+    altruism: Distribution | None = Field(None, description="weight on the other side's gain, in [0, 1]: scales "
+                                                            "strategic shading down")
+    budget_share: Distribution | None = Field(None, description="share of wealth the client lets its advocate commit "
+                                                                "per round, in (0, 1]")
+
+    @model_validator(mode="after")
+    def _check(self) -> "IndividualConfig":
+        for name, lo, hi in (("red_line", 0.0, math.inf), ("altruism", 0.0, 1.0), ("budget_share", 0.0, 1.0)):
+            d = getattr(self, name)
+            if d is None:
+                continue
+            top = {"constant": d.value, "uniform": d.high, "lognormal": math.inf}[d.kind]
+            if d.minimum() < lo or top > hi:
+                raise ValueError(f"individual.{name}: values must lie in [{lo:g}, {hi:g}], got {d}")
+        return self
 
 
 class MechanismConfig(_Section):
-    kind: Literal["nash", "lindahl", "alternating", "clarke"] = "nash"
+    kind: Literal["none", "nash", "lindahl", "alternating", "clarke"] = "nash"
     bargaining_power: float = Field(0.5, ge=0.0, le=1.0, description="nash: the emitter's bargaining power beta")
     discount_emitter: float = Field(0.95, gt=0.0, lt=1.0, description="alternating: emitter's discount factor")
     discount_victims: float = Field(0.95, gt=0.0, lt=1.0, description="alternating: victims' discount factor")
@@ -170,6 +241,7 @@ class Config(_Section):
     population: PopulationConfig = PopulationConfig()
     state: StateConfig = StateConfig()
     providers: ProvidersConfig = ProvidersConfig()
+    individual: IndividualConfig = IndividualConfig()
     mechanism: MechanismConfig = MechanismConfig()
     advocates: AdvocatesConfig = AdvocatesConfig()
     sim: SimConfig = SimConfig()
@@ -195,7 +267,7 @@ class Config(_Section):
 
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
-        if set(obj) == {"kind", "value", "low", "high", "mu", "sigma"}:
+        if obj is not None and set(obj) == {"kind", "value", "low", "high", "mu", "sigma"}:
             return str(Distribution(**obj))
         return {k: _plain(v) for k, v in obj.items()}
     return obj

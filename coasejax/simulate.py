@@ -39,6 +39,7 @@ class Simulation:
     runner: Callable
     compile_seconds: float
     sharded_over: int
+    constraint_names: list  # (layer, constraint) behind RoundMetrics.binding
 
 
 def chunk_length(rounds: int, target_chunks: int = 20, min_chunk: int = 8) -> int:
@@ -73,10 +74,8 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
     sharding = agent_sharding(cfg)
     reset = jax.vmap(lambda k: coase.reset(k, cfg))
     if sharding is not None:
-        state_sharding = coase.EnvState(
-            pop=jax.tree.map(lambda _: sharding, coase.reset(jax.random.PRNGKey(0), cfg).pop),
-            t=NamedSharding(sharding.mesh, PartitionSpec()),
-        )
+        shape = jax.eval_shape(lambda: coase.reset(jax.random.PRNGKey(0), cfg))
+        state_sharding = jax.tree.map(lambda _: sharding, shape).replace(t=NamedSharding(sharding.mesh, PartitionSpec()))
         state = jax.jit(reset, out_shardings=state_sharding)(env_pop_keys)
     else:
         state = jax.jit(reset)(env_pop_keys)
@@ -99,6 +98,7 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
         runner=runner,
         compile_seconds=compile_seconds,
         sharded_over=len(sharding.mesh.devices.flat) if sharding is not None else 1,
+        constraint_names=coase.constraint_names(params, state),
     )
 
 
@@ -118,9 +118,21 @@ def run(sim: Simulation, on_chunk: Callable[[int], None] | None = None) -> dict:
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
     per_round = {f: np.concatenate([np.asarray(getattr(c, f), np.float64) for c in chunks], axis=1)
-                 for f in coase.RoundMetrics._fields}  # each [E, T]
-    final_wealth = np.asarray(jax.device_get(state.pop.wealth), np.float64).sum(axis=1)
-    return summarise(cfg, per_round, seconds, sim, initial_wealth, final_wealth)
+                 for f in coase.RoundMetrics._fields}  # each [E, T] or [E, T, ...]
+    wealth = np.asarray(jax.device_get(state.pop.wealth), np.float64)
+    summary = summarise(cfg, per_round, seconds, sim, initial_wealth, wealth.sum(axis=1))
+    summary["gini_wealth"] = float(np.mean([gini(w) for w in wealth]))
+    return summary
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini coefficient ``Σ_i (2i − n − 1) v_(i) / (n Σ v)`` of sorted values (0: equal; values may not all be 0)."""
+    v = np.sort(np.asarray(values, np.float64))
+    n = v.size
+    total = v.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    return float(np.sum((2 * np.arange(1, n + 1) - n - 1) * v) / (n * total))
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -131,7 +143,7 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
               initial_wealth: np.ndarray, final_wealth: np.ndarray) -> dict:
     """Totals are summed over agents and rounds and averaged over environments."""
     n, t, e = cfg.population.n_agents, cfg.sim.rounds, cfg.sim.envs
-    tot = {k: float(v.sum(axis=1).mean()) for k, v in per_round.items()}
+    tot = {k: float(v.sum(axis=1).mean()) for k, v in per_round.items() if v.ndim == 2}
     w, w_star, w_sq = tot["welfare"], tot["first_best"], tot["status_quo"]
     wealth_change = float((final_wealth - initial_wealth).mean())
     summary = {
@@ -153,6 +165,14 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
         "attempt_rate": tot["attempts"] / (n * t),
         "breach_rate": _ratio(tot["attempts"] - tot["deals"], tot["attempts"]) or 0.0,
         "money_residual_rel": abs(tot["money_residual"]) / max(tot["gross_flows"], 1e-30),
+        "tax_revenue": tot["tax_revenue"],
+        "fees": tot["fees"],
+        "state_violations": int(per_round["state_violations"].sum()),
+        "layer_binding": layer_binding(per_round, sim.constraint_names, n * t),
+        "provider_shares": (per_round["provider_clients"][:, -1].mean(axis=0) / n).tolist(),
+        "provider_revenue": per_round["provider_revenue"].sum(axis=1).mean(axis=0).tolist(),
+        "red_line_excess": (None if not np.isfinite(per_round["red_line_excess"]).any()
+                            else float(per_round["red_line_excess"].max())),
         "wealth_change": wealth_change,
         "agent_steps_per_second": n * t * e / seconds,
         "seconds": seconds,
@@ -172,8 +192,24 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
             "mean_activity": (mean["activity"] / n).tolist(),
             "deal_rate": (mean["deals"] / n).tolist(),
             "transfers": mean["transfers"].tolist(),
+            "tax_revenue": mean["tax_revenue"].tolist(),
+            "provider_shares": (mean["provider_clients"] / n).tolist(),
+            "layer_binding": {ly: (mean["layer_binding"][:, i] / n).tolist() for i, ly in enumerate(coase.LAYERS)},
         }
     return summary
+
+
+def layer_binding(per_round: dict, names: list[tuple[str, str]], bargains: int) -> dict:
+    """Per layer: the fraction of bargains (one per emitter per round) in which the layer changed an action
+    (``any``), and the same for each of its enabled constraints; averaged over environments."""
+    out: dict = {}
+    layer_tot = per_round["layer_binding"].sum(axis=1).mean(axis=0)  # [3]
+    cons_tot = per_round["binding"].sum(axis=1).mean(axis=0)  # [C]
+    for i, layer in enumerate(coase.LAYERS):
+        out[layer] = {"any": float(layer_tot[i] / bargains)}
+    for (layer, name), count in zip(names, cons_tot):
+        out[layer][name] = float(count / bargains)
+    return out
 
 
 def simulate(cfg: Config, on_chunk: Callable[[int], None] | None = None) -> dict:

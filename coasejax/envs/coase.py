@@ -1,15 +1,23 @@
-"""The population-scale Coase scenario: every agent is an emitter bargaining with its k victims, every round.
+"""The population-scale Coase scenario: every agent is an emitter bargaining with its k victims, every round, and
+every action passes through the rule layers state ⊃ provider ⊃ individual (:mod:`coasejax.rules`).
 
 Each round (``step``):
-1. each emitter's victims' harm sensitivities are read through the graph (``f32[N, k]``);
-2. advocates report (:mod:`coasejax.advocates`);
-3. the mechanism proposes an agreement (:mod:`coasejax.mechanisms`);
-4. a deal is attempted iff its reported surplus, weighted by the enforcement probability, covers the deal's
-   transaction costs ``TC = per_deal + (k + 1)(per_party + per_round)``; an attempted deal pays its costs and is
-   honoured with probability ``enforcement``, otherwise activity reverts to the status quo and no transfer is made;
-5. wealth moves with transfers and costs; types may drift.
+1. each emitter's victims' harm sensitivities are read through the graph (``f32[k, N]``);
+2. an emitter acting alone picks ``clip(a − τ, 0, x_max)`` (τ the Pigouvian tax) inside the room the state and
+   individual layers leave (``own_activity``: caps, budgets); that is the status quo under the emitter's right, while
+   under the victim's right the status quo is 0;
+3. advocates report (:mod:`coasejax.advocates`) within their provider's code of conduct (``report_a``, ``report_c``);
+4. the mechanism (:mod:`coasejax.mechanisms`) clears on the reports net of the tax, inside the room the layers leave
+   for a deal's activity (``deal_activity``: caps, red lines);
+5. a deal is attempted iff its reported surplus, weighted by the enforcement probability, covers the deal's
+   transaction costs ``TC = per_deal + (k + 1)(per_party + per_round)`` and no party vetoes it (``outlay_*``: budgets;
+   ``gain_*``: reservation payments); an attempted deal pays its costs and is honoured with probability
+   ``enforcement``, otherwise activity reverts to the status quo and no transfer is made;
+6. money moves: transfers, costs, the tax and its recycling, provider fees; types may drift; clients may switch
+   providers (:func:`coasejax.rules.provider.choose_providers`).
 
-Welfare counts true benefits and harms: ``W = Σ_i [B_i(x_i) − C_i x_i] − TC``.
+Welfare counts true benefits and harms: ``W = Σ_i [B_i(x_i) − C_i x_i] − TC`` (transfers, taxes and fees move money
+between agents, the state and providers, and cancel).
 """
 
 from __future__ import annotations
@@ -26,6 +34,11 @@ from coasejax.graphs import Graph, slot_sum
 from coasejax.mechanisms import MECHANISMS, Bargain, Terms
 from coasejax.mechanisms.base import harm_shares
 from coasejax.population import Population, drift_types, make_population, unit_uniform
+from coasejax.rules import RULES, Audit, IndividualParams, ProviderParams, StateParams, active, constrain
+from coasejax.rules import individual as individual_layer
+from coasejax.rules.provider import choose_providers, of_agents, segment_totals
+from coasejax.rules.state import capped
+from coasejax.xla import materialise
 
 
 @struct.dataclass
@@ -44,6 +57,9 @@ class EnvParams:
     enforcement: jax.Array
     shade: jax.Array
     drift: jax.Array
+    one: jax.Array  # a traced 1.0 for :func:`coasejax.xla.materialise`
+    state: StateParams
+    provider: ProviderParams
     mechanism: str = struct.field(pytree_node=False, default="nash")
     strategy: str = struct.field(pytree_node=False, default="truthful")
     horizon: int = struct.field(pytree_node=False, default=32)
@@ -69,6 +85,9 @@ class EnvParams:
             enforcement=f(cfg.state.enforcement),
             shade=f(cfg.advocates.shade),
             drift=f(cfg.population.drift),
+            one=f(1.0),
+            state=StateParams.from_config(cfg),
+            provider=ProviderParams.from_config(cfg),
             mechanism=m.kind,
             strategy=cfg.advocates.strategy,
             horizon=m.horizon,
@@ -77,19 +96,24 @@ class EnvParams:
             draw_drift=cfg.population.drift > 0.0,
         )
 
+    def rule_params(self, indiv: IndividualParams) -> dict:
+        return {"state": self.state, "provider": self.provider, "individual": indiv}
+
 
 @struct.dataclass
 class EnvState:
     pop: Population
+    indiv: IndividualParams  # per-agent preferences of the individual layer
+    util: jax.Array | None  # f32[N] each client's average recent net utility (provider switching only)
     t: jax.Array  # i32 round counter
 
 
 class RoundMetrics(NamedTuple):
-    """Sums over all agents of one round (scalars; stacked to ``[T]`` by the episode scan)."""
+    """Sums over all agents of one round (scalars, or short vectors; stacked to ``[T, ...]`` by the episode scan)."""
 
     welfare: jax.Array
     first_best: jax.Array
-    status_quo: jax.Array
+    status_quo: jax.Array  # welfare at the rights-based status quo with no rules (the efficiency baseline)
     activity: jax.Array
     first_best_activity: jax.Array
     transfers: jax.Array  # money received by emitters (positive: victims pay emitters)
@@ -97,16 +121,40 @@ class RoundMetrics(NamedTuple):
     attempts: jax.Array
     deals: jax.Array  # attempted and honoured
     mechanism_net: jax.Array  # money taken in by the mechanism (negative: it pays out)
-    money_residual: jax.Array  # Σ Δwealth + costs + mechanism_net: zero when money is conserved
-    gross_flows: jax.Array  # Σ |transfers| + |mechanism_net| + costs, the scale for money_residual
+    tax_revenue: jax.Array  # Pigouvian tax collected (and recycled in the same round)
+    fees: jax.Array  # fees collected by providers
+    money_residual: jax.Array  # Σ Δwealth + costs + mechanism_net + fees: zero when money is conserved
+    gross_flows: jax.Array  # Σ |transfers| + |mechanism_net| + costs + tax + fees, the scale for money_residual
+    state_violations: jax.Array  # agents whose activity or wealth breaks a state rule (must be 0)
+    red_line_excess: jax.Array  # max over honoured deals of (harm − red line) of any victim (−inf: none/no red lines)
+    binding: jax.Array  # f32[C] bargains in which each enabled constraint changed an action (see constraint_names)
+    layer_binding: jax.Array  # f32[3] bargains in which the state / provider / individual layer changed an action
+    provider_clients: jax.Array  # f32[M] clients per provider this round
+    provider_revenue: jax.Array  # f32[M] fees per provider this round
+
+
+LAYERS = tuple(layer.name for layer in RULES.layers)
+
+
+def constraint_names(params: EnvParams, state: EnvState) -> list[tuple[str, str]]:
+    """``(layer, constraint)`` of the entries of :attr:`RoundMetrics.binding`, outermost first."""
+    return active(RULES, params.rule_params(state.indiv))
 
 
 def reset(key: jax.Array, cfg: Config) -> EnvState:
-    return EnvState(pop=make_population(key, cfg.population, cfg.providers.count), t=jnp.zeros((), jnp.int32))
+    n = cfg.population.n_agents
+    switching = cfg.providers.count > 1 and cfg.providers.switching_rate > 0
+    return EnvState(
+        pop=make_population(key, cfg.population, cfg.providers.count),
+        indiv=individual_layer.draw(jax.random.fold_in(key, 1), cfg.individual, n),
+        util=jnp.zeros((n,), jnp.float32) if switching else None,
+        t=jnp.zeros((), jnp.int32),
+    )
 
 
 def terms_of(params: EnvParams, k: int) -> Terms:
     party = params.per_party + params.per_round
+    per_deal = jnp.maximum(params.per_deal, params.state.tc_floor)
     er = params.emitter_right
     return Terms(
         w=params.w,
@@ -116,58 +164,194 @@ def terms_of(params: EnvParams, k: int) -> Terms:
         discount_emitter=params.discount_emitter,
         discount_victims=params.discount_victims,
         per_round=params.per_round,
-        tc_emitter=party + jnp.where(er, 0.0, params.per_deal),
-        tc_victims=k * party + jnp.where(er, params.per_deal, 0.0),
+        tc_emitter=party + jnp.where(er, 0.0, per_deal),
+        tc_victims=k * party + jnp.where(er, per_deal, 0.0),
         horizon=params.horizon,
         emitter_first=params.emitter_first,
     )
 
 
+def _shading(params: EnvParams, pop: Population, indiv: IndividualParams, graph: Graph):
+    """The emitter's and the victims' advocates' shading: the provider's ``shade`` times ``1 − altruism``."""
+    pp = params.provider
+    per_agent = pp.count > 1 or indiv.altruism is not None
+    if not per_agent:
+        return pp.shade[0], pp.shade[0]
+    s = of_agents(pp.shade, pop.provider, pp.count)
+    if indiv.altruism is not None:
+        s = s * (1.0 - indiv.altruism)
+    return s, graph.out(s)
+
+
+def _bargaining_power(params: EnvParams, pop: Population, graph: Graph) -> jax.Array:
+    """Nash bargaining power moved toward the side with the more skilled advocates: ``β + (σ_e − mean σ_v)/2``."""
+    if not params.provider.use_skill:
+        return params.bargaining_power
+    skill = of_agents(params.provider.skill, pop.provider, params.provider.count)
+    edge = skill - slot_sum(graph.out(skill)) / graph.k
+    return jnp.clip(params.bargaining_power + 0.5 * edge, 0.0, 1.0)
+
+
 def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tuple[EnvState, RoundMetrics]:
     """One round for all N emitters at once. Shapes: ``f32[N]`` per agent, ``f32[k, N]`` per bargain slot."""
-    pop = state.pop
+    pop, indiv = state.pop, state.indiv
+    sp, pp = params.state, params.provider
+    k, n = graph.k, graph.n
+    rp = params.rule_params(indiv)
     k_mech, k_draws = jax.random.split(key)
-    # all per-agent randomness of a round from one or two u32 words per agent (cheaper than separate draws)
-    n_words = int(params.draw_enforcement) + int(params.draw_drift)
-    words = jax.random.bits(k_draws, (n_words, graph.n), jnp.uint32) if n_words else None
-    terms = terms_of(params, graph.k)
+    # all per-agent randomness of a round from one u32 word per use (cheaper than separate draws)
+    uses = [u for u, on in (("enforce", params.draw_enforcement), ("drift", params.draw_drift),
+                             ("switch", pp.use_switching)) if on]
+    words = jax.random.bits(k_draws, (len(uses), n), jnp.uint32) if uses else None
+    word = {u: words[i] for i, u in enumerate(uses)}
+    terms = terms_of(params, k)
     er = params.emitter_right
+    tax = sp.pigou_tax
+    # keep intermediate results from being recomputed in every consumer (see coasejax.xla); the plain engine only
+    # needs XLA's barrier, the longer layered round needs real materialisation
+    layered = bool(active(RULES, rp)) or sp.use_tax or pp.use_fees or pp.use_switching or pp.use_skill
+
+    def fence(tree):
+        return materialise(tree, params.one) if layered else jax.lax.optimization_barrier(tree)
 
     c_nb = graph.out(pop.c)  # f32[k, N] true harm sensitivities of each emitter's victims
     cost = params.w * slot_sum(c_nb)  # C_i
     c_nb, cost = jax.lax.optimization_barrier((c_nb, cost))
-    x_sq = model.status_quo(pop.a, er, params.x_max)
+    ctx = {"graph": graph, "k": k, "w": params.w, "a": pop.a, "c_nb": c_nb, "wealth": pop.wealth,
+           "provider": pop.provider, "tax": tax, "capped": capped(sp, n) if sp.use_cap else None}
+    audit = Audit.empty()
+
+    # an emitter acting alone, inside the state's and its own limits
+    x_alone = model.status_quo(pop.a - tax if sp.use_tax else pop.a, True, params.x_max)
+    x_alone, _, changed = constrain(RULES, "own_activity", x_alone, rp, ctx)
+    audit = audit.add({key_: m & er for key_, m in changed.items()})  # under the victim's right nobody acts alone
+    x_sq = jnp.where(er, x_alone, 0.0)
     x_star = model.first_best(pop.a, cost, params.x_max)
+    x_base = model.status_quo(pop.a, er, params.x_max)  # the rights-based status quo without rules: the baseline
 
-    a_hat, c_hat = advocates.reports(params.strategy, params.mechanism, pop.a, c_nb, terms, params.shade)
-    out = MECHANISMS[params.mechanism](Bargain(a_hat=a_hat, c_hat=c_hat, x_sq=x_sq), terms, k_mech)
-
-    attempt = (out.surplus > 0) & (params.enforcement * out.surplus >= terms.tc_total)
-    honoured = attempt
-    if params.draw_enforcement:
-        honoured = attempt & (unit_uniform(words[0], 24) < params.enforcement)
-
-    out, attempt, honoured = jax.lax.optimization_barrier((out, attempt, honoured))
-    x = jnp.where(honoured, out.x, x_sq)
-    to_emitter = jnp.where(honoured, out.to_emitter, 0.0)
-    from_victims = jnp.where(honoured, out.from_victims, 0.0)
     party = params.per_party + params.per_round
-    tc_emitter = jnp.where(attempt, terms.tc_emitter, 0.0)
-    tc_victims = jnp.where(
-        attempt, party + jnp.where(er, params.per_deal, 0.0) * harm_shares(c_hat), 0.0
-    )  # f32[k, N]
+    per_deal = jnp.maximum(params.per_deal, sp.tc_floor)
+    zeros_n = jnp.zeros_like(pop.a)
+    if params.mechanism == "none":  # no bargaining: emitters act alone under the state layer
+        attempt = honoured = jnp.zeros_like(pop.a, dtype=bool)
+        x, to_emitter, tc_emitter = x_sq, zeros_n, zeros_n
+        from_victims = tc_victims = jnp.zeros_like(c_nb)
+        g_e, g_v = zeros_n, jnp.zeros_like(c_nb)
+        red_excess = jnp.float32(-jnp.inf)
+    else:
+        # advocates report within their provider's code of conduct
+        s_e, s_v = _shading(params, pop, indiv, graph)
+        a_hat, c_hat = advocates.reports(params.strategy, params.mechanism, pop.a, c_nb, terms, s_e, s_v)
+        a_hat, _, changed = constrain(RULES, "report_a", a_hat, rp, ctx)
+        audit = audit.add(changed)
+        c_hat, _, changed = constrain(RULES, "report_c", c_hat, rp, ctx)
+        audit = audit.add(changed, per_slot=True)
 
-    victim_pays = jax.lax.optimization_barrier(from_victims + tc_victims)  # f32[k, N], materialised once
-    victim_outflow = slot_sum(graph.into(victim_pays))  # what each agent pays as a victim
-    d_wealth = to_emitter - tc_emitter - victim_outflow
+        # the bargain sees values net of the tax: the emitter saves τ per unit abated; victims paid the tax
+        # (tax_recycling: victims) lose τ/k per unit abated
+        a_eff, c_eff = a_hat, c_hat
+        if sp.use_tax:
+            a_eff = a_hat - tax
+            if sp.tax_to_victims:
+                c_eff = jnp.maximum(c_hat - tax / (k * params.w), 0.0)
+        x_proposed = jnp.clip(a_eff - params.w * slot_sum(c_eff), 0.0, jnp.where(er, x_sq, params.x_max))
+        _, (_, x_hi), changed = constrain(RULES, "deal_activity", x_proposed, rp, ctx)
+        audit = audit.add(changed)
+        terms = terms.replace(bargaining_power=_bargaining_power(params, pop, graph))
+        out = MECHANISMS[params.mechanism](Bargain(a_hat=a_eff, c_hat=c_eff, x_sq=x_sq, x_hi=x_hi), terms, k_mech)
+        out, c_hat = fence((out, c_hat))
+
+        # each party's true gain from the agreement and what it pays, then the vetoes
+        dx = out.x - x_sq
+        tc_v = party + jnp.where(er, per_deal, 0.0) * harm_shares(c_hat)  # f32[k, N]
+        g_e = model.benefit_change(pop.a, x_sq, out.x) - tax * dx + out.to_emitter - terms.tc_emitter
+        tax_share = tax / k if (sp.use_tax and sp.tax_to_victims) else 0.0
+        g_v = (tax_share - params.w * c_nb) * dx - out.from_victims - tc_v
+        would_attempt = (out.surplus > 0) & (params.enforcement * out.surplus >= terms.tc_total)
+        outlay_e, outlay_v = tax * out.x - out.to_emitter + terms.tc_emitter, out.from_victims + tc_v
+        g_e, g_v, tc_v, outlay_e, outlay_v = fence((g_e, g_v, tc_v, outlay_e, outlay_v))
+        vetoes = Audit.empty()  # a constraint on a payment or a gain acts by vetoing the deal
+        for field, value, per_slot in (("outlay_emitter", outlay_e, False), ("outlay_victims", outlay_v, True),
+                                       ("gain_emitter", g_e, False), ("gain_victims", g_v, True)):
+            vetoes = vetoes.add(constrain(RULES, field, value, rp, ctx)[2], per_slot=per_slot)
+        veto = jnp.zeros_like(would_attempt)
+        for m in vetoes.masks.values():
+            veto = veto | m
+        # a veto binds only where the deal would otherwise have been attempted
+        audit = audit.add({key_: m & would_attempt for key_, m in vetoes.masks.items()})
+        attempt = would_attempt & ~veto
+        honoured = attempt
+        if params.draw_enforcement:
+            honoured = attempt & (unit_uniform(word["enforce"], 24) < params.enforcement)
+
+        out, attempt, honoured = fence((out, attempt, honoured))
+        x = jnp.where(honoured, out.x, x_sq)
+        to_emitter = jnp.where(honoured, out.to_emitter, 0.0)
+        from_victims = jnp.where(honoured, out.from_victims, 0.0)
+        tc_emitter = jnp.where(attempt, terms.tc_emitter, 0.0)
+        tc_victims = jnp.where(attempt, tc_v, 0.0)  # f32[k, N]
+        g_e = jnp.where(honoured, g_e, -tc_emitter)  # realised gains: a breached deal only costs
+        g_v = jnp.where(honoured, g_v, -tc_victims)
+        red_excess = jnp.float32(-jnp.inf)
+        if indiv.red_line is not None:
+            harm_over = params.w * c_nb * x - graph.out(indiv.red_line)
+            red_excess = jnp.max(jnp.where(honoured, harm_over, -jnp.inf))
+
+    # money: transfers, costs, the tax and its recycling (victims: τx/k to each of the emitter's victims)
+    tax_paid = tax * x if sp.use_tax else zeros_n
+    victim_pays = from_victims + tc_victims  # f32[k, N]
+    if sp.use_tax and sp.tax_to_victims:
+        victim_pays = victim_pays - tax_paid / k
+    victim_pays = fence(victim_pays)
+    received = graph.into(victim_pays)
+    victim_outflow = slot_sum(received)  # what each agent pays as a victim
+    tax_revenue = jnp.sum(tax_paid)
+    d_wealth = to_emitter - tc_emitter - tax_paid - victim_outflow
+    if sp.use_tax and not sp.tax_to_victims:
+        d_wealth = d_wealth + tax_revenue / n
     tc_agent = tc_emitter + slot_sum(tc_victims)  # costs of the bargain led by each emitter
     mech_agent = slot_sum(victim_pays) - tc_agent + tc_emitter - to_emitter
-    x, x_star, x_sq, to_emitter, tc_agent, mech_agent, d_wealth = jax.lax.optimization_barrier(
-        (x, x_star, x_sq, to_emitter, tc_agent, mech_agent, d_wealth))
+    if sp.use_tax and sp.tax_to_victims:
+        mech_agent = mech_agent + tax_paid
+
+    # provider fees (a share of the client's realised gain, and a flat fee), never beyond what the client has left
+    fee = zeros_n
+    gain = None
+    if pp.use_fees or pp.use_switching:
+        gain = g_e + slot_sum(graph.into(fence(g_v)))
+    if pp.use_fees:
+        due = (of_agents(pp.fee, pop.provider, pp.count) * jnp.maximum(gain, 0.0)
+               + of_agents(pp.fee_flat, pop.provider, pp.count))
+        fee = jnp.minimum(due, jnp.maximum(pop.wealth + d_wealth, 0.0))
+        d_wealth = d_wealth - fee
+
+    # materialise every per-agent result once: reductions would otherwise each recompute their whole producer chain
+    x, x_star, x_sq, to_emitter, tc_agent, mech_agent, d_wealth, fee, masks = fence(
+        (x, x_star, x_sq, to_emitter, tc_agent, mech_agent, d_wealth, fee, audit.masks))
+    audit = Audit(masks)
+    new_wealth = pop.wealth + d_wealth
+    violation = (x < 0) | (x > params.x_max * (1 + 1e-6))
+    if sp.use_cap:
+        violation = violation | (ctx["capped"] & (x > sp.cap * (1 + 1e-6) + 1e-6))
+    if sp.budget_rule:
+        violation = violation | (new_wealth < -1e-5 * jnp.maximum(jnp.abs(pop.wealth), 1.0))
+
+    names = active(RULES, rp)
+    binding = jnp.stack([jnp.sum(audit.masks[nm], dtype=jnp.float32) if nm in audit.masks else jnp.float32(0)
+                         for nm in names]) if names else jnp.zeros((0,), jnp.float32)
+    layer_any = []
+    for layer in LAYERS:
+        masks = [m for (ly, _), m in audit.masks.items() if ly == layer]
+        any_m = masks[0] if masks else None
+        for m in masks[1:]:
+            any_m = any_m | m
+        layer_any.append(jnp.float32(0) if any_m is None else jnp.sum(any_m, dtype=jnp.float32))
+
+    per_provider = segment_totals(jnp.stack([jnp.ones_like(fee), fee]), pop.provider, pp.count)  # f32[2, M]
     metrics = RoundMetrics(
         welfare=jnp.sum(model.social_value(pop.a, cost, x) - tc_agent),
         first_best=jnp.sum(model.social_value(pop.a, cost, x_star)),
-        status_quo=jnp.sum(model.social_value(pop.a, cost, x_sq)),
+        status_quo=jnp.sum(model.social_value(pop.a, cost, x_base)),
         activity=jnp.sum(x),
         first_best_activity=jnp.sum(x_star),
         transfers=jnp.sum(to_emitter),
@@ -175,13 +359,28 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         attempts=jnp.sum(attempt, dtype=jnp.float32),
         deals=jnp.sum(honoured, dtype=jnp.float32),
         mechanism_net=jnp.sum(mech_agent),
-        money_residual=jnp.sum(d_wealth + tc_agent + mech_agent),
-        gross_flows=jnp.sum(jnp.abs(to_emitter) + jnp.abs(mech_agent) + tc_agent),
+        tax_revenue=tax_revenue,
+        fees=jnp.sum(fee),
+        money_residual=jnp.sum(d_wealth + tc_agent + mech_agent + fee),
+        gross_flows=jnp.sum(jnp.abs(to_emitter) + jnp.abs(mech_agent) + tc_agent + fee) + 2 * tax_revenue,
+        state_violations=jnp.sum(violation, dtype=jnp.float32),
+        red_line_excess=red_excess,
+        binding=binding,
+        layer_binding=jnp.stack(layer_any),
+        provider_clients=per_provider[0],
+        provider_revenue=per_provider[1],
     )
-    pop = pop.replace(wealth=pop.wealth + d_wealth)
+
+    pop = pop.replace(wealth=new_wealth)
+    util = state.util
+    if pp.use_switching:
+        util = pp.memory * state.util + (1.0 - pp.memory) * (gain - fee)
+        totals = segment_totals(jnp.stack([jnp.ones_like(util), util]), pop.provider, pp.count)  # f32[2, M]
+        score = jnp.where(totals[0] > 0, totals[1] / jnp.maximum(totals[0], 1.0), jnp.sum(totals[1]) / n)
+        pop = pop.replace(provider=choose_providers(pp, pop.provider, score, word["switch"]))
     if params.draw_drift:
-        pop = drift_types(pop, params.drift, words[-1])
-    return EnvState(pop=pop, t=state.t + 1), metrics
+        pop = drift_types(pop, params.drift, word["drift"])
+    return EnvState(pop=pop, indiv=indiv, util=util, t=state.t + 1), metrics
 
 
 def rollout(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph, length: int):

@@ -21,6 +21,7 @@ class Bargain(NamedTuple):
     a_hat: jax.Array  # f32[N]    emitter's report of its benefit slope
     c_hat: jax.Array  # f32[k, N] each victim's report of its harm sensitivity, per bargain slot
     x_sq: jax.Array  # f32[N]    status-quo activity (public: current activity under the rights regime)
+    x_hi: jax.Array | None = None  # f32[N] most activity the rule layers allow in a deal (None: x_max)
 
 
 @struct.dataclass
@@ -83,8 +84,14 @@ def reported_surplus(bargain: Bargain, terms: Terms, x: jax.Array) -> jax.Array:
     return value_change(bargain.a_hat, reported_cost(bargain, terms), bargain.x_sq, x)
 
 
-def efficient_activity(bargain: Bargain, terms: Terms) -> jax.Array:
-    """``x̂ = clip(â − Ĉ, 0, upper)``: the first best under the reports, where ``upper`` is ``x_sq`` under the
-    emitter's right (victims buy abatement; no deal raises activity above the status quo) and ``x_max`` otherwise."""
+def activity_upper(bargain: Bargain, terms: Terms) -> jax.Array:
+    """The most activity a deal may set: ``x_sq`` under the emitter's right (victims buy abatement; no deal raises
+    activity above the status quo), ``x_max`` otherwise, and never above what the rule layers allow (``x_hi``)."""
     upper = jnp.where(terms.emitter_right, bargain.x_sq, terms.x_max)
-    return jnp.clip(bargain.a_hat - reported_cost(bargain, terms), 0.0, upper)
+    return upper if bargain.x_hi is None else jnp.minimum(upper, bargain.x_hi)
+
+
+def efficient_activity(bargain: Bargain, terms: Terms) -> jax.Array:
+    """``x̂ = clip(â − Ĉ, 0, upper)``: the first best under the reports, inside the room the rules leave
+    (:func:`activity_upper`)."""
+    return jnp.clip(bargain.a_hat - reported_cost(bargain, terms), 0.0, activity_upper(bargain, terms))

@@ -1,7 +1,7 @@
 """Clarke pivot (VCG) mechanism for one emitter and its victims (Vickrey 1961; Clarke 1971; Groves 1973).
 
 The decision is the reported first best ``x̂ = clip(â − Ĉ, 0, upper)`` (``upper`` = ``x_sq`` under the emitter's
-right, else ``x_max``). Each party is paid what the others' reported
+right, else ``x_max``, and at most what the rule layers allow). Each party is paid what the others' reported
 values gain at ``x̂`` relative to a reference activity that does not depend on its own report, so truthful reporting
 is a dominant strategy:
 
@@ -21,7 +21,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, reported_cost, reported_surplus
+from coasejax.mechanisms.base import (
+    Bargain,
+    Outcome,
+    Terms,
+    activity_upper,
+    efficient_activity,
+    reported_cost,
+    reported_surplus,
+)
 from coasejax.model import benefit
 
 
@@ -34,7 +42,7 @@ def clarke(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> Outc
     to_emitter = cost * (x_sq - x)
     # victim s: the others' value is V_{-s}(x) = B(x) - C_{-s} x
     cost_others = cost - terms.w * bargain.c_hat  # f32[k, N]
-    x_without = jnp.clip(a_hat - cost_others, 0.0, jnp.where(terms.emitter_right, x_sq, terms.x_max))
+    x_without = jnp.clip(a_hat - cost_others, 0.0, activity_upper(bargain, terms))
     reference = jnp.where(terms.emitter_right, x_without, x_sq)
 
     def others_value(xx):
