@@ -56,16 +56,30 @@ def summary_table(summary: dict, title: str) -> Table:
 def simulate(
     config: Annotated[str, typer.Argument(help="A preset name (e.g. quickstart, coase) or a YAML file.")],
     set_: SetOption = None,
+    sweep: Annotated[Optional[list[str]], typer.Option(
+        "--sweep", help="Sweep a key over values in one compiled call, e.g. --sweep state.pigou_tax=0,0.5,1 "
+                        "(repeatable: the Cartesian product).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory [default: runs/NAME].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
 ) -> None:
-    """Simulate scripted advocates bargaining over externalities; writes summary.json and config.yaml."""
+    """Simulate scripted advocates bargaining over externalities; writes summary.json and config.yaml
+    (with --sweep or a sweep: block: sweep.json, sweep.csv and sweep.png)."""
+    from coasejax import sweep as sweeps
+
     try:
         cfg = load_config(config, set_ or [])
+        for assignment in sweep or []:
+            key, values = sweeps.parse_sweep_option(assignment)
+            cfg.sweep = {**cfg.sweep, key: values}
+        if cfg.sweep:
+            for s in sweeps.settings(cfg):
+                sweeps.setting_config(cfg, s)  # every setting validates before anything runs
     except ConfigError as e:
         fail(str(e))
     out = prepare_out_dir(out or Path("runs") / Path(config).stem)
     write_atomic(out / "config.yaml", dump_config(cfg))
+    if cfg.sweep:
+        return _simulate_sweep(cfg, out, quiet)
 
     from coasejax.simulate import build, run  # imports JAX: after the config is known to be valid
 
@@ -85,6 +99,53 @@ def simulate(
     if not quiet:
         console.print(summary_table(summary, f"summary ({summary['devices']} device(s), {summary['backend']})"))
         console.print(f"wrote {out / 'summary.json'} and {out / 'config.yaml'}", highlight=False)
+
+
+SWEEP_COLUMNS = ("efficiency", "welfare", "deal_rate", "mean_activity", "transfers", "transaction_costs_paid",
+                 "tax_revenue", "fees", "gini_wealth", "state_violations", "money_residual_rel")
+
+
+def _simulate_sweep(cfg, out: Path, quiet: bool) -> None:
+    import csv
+    import io
+
+    from coasejax.plots import sweep_figure
+    from coasejax.simulate import build, run_sweep
+
+    keys = list(cfg.sweep)
+    n_settings = 1
+    for v in cfg.sweep.values():
+        n_settings *= len(v)
+    if not quiet:
+        console.print(f"[bold]coasejax simulate[/] sweep over {', '.join(keys)}: {n_settings} settings × "
+                      f"{cfg.sim.envs} env(s) × N={cfg.population.n_agents:,}, one compiled call", highlight=False)
+    with console.status("compiling…", spinner="dots") if not quiet else nullcontext():
+        sim = build(cfg)
+    with Progress(TextColumn("rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=quiet) as progress:
+        task = progress.add_task("rounds", total=cfg.sim.rounds)
+        rows = run_sweep(sim, on_chunk=lambda n: progress.advance(task, n))
+    table_rows = [{**r["setting"], **{c: r.get(c) for c in SWEEP_COLUMNS}} for r in rows]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*keys, *SWEEP_COLUMNS])
+    writer.writeheader()
+    writer.writerows(table_rows)
+    write_atomic(out / "sweep.csv", buf.getvalue())
+    result = {"keys": keys, "compile_seconds": sim.compile_seconds, "seconds": rows[0]["seconds"],
+              "settings": len(rows), "rows": [{k: v for k, v in r.items() if k != "per_round"} for r in rows]}
+    write_atomic(out / "sweep.json", json.dumps(result, indent=2) + "\n")
+    sweep_figure(rows, keys, out / "sweep.png")
+    if not quiet:
+        table = Table(title=f"sweep ({len(rows)} settings in {rows[0]['seconds']:.2f} s, one compiled call)",
+                      title_justify="left")
+        for col in (*keys, "efficiency", "deal_rate", "mean_activity", "tax_revenue", "state_violations"):
+            table.add_column(col, justify="right")
+        for r in table_rows:
+            table.add_row(*(str(r[k]) for k in keys),
+                          *("n/a" if r[c] is None else f"{r[c]:.4g}" for c in
+                            ("efficiency", "deal_rate", "mean_activity", "tax_revenue", "state_violations")))
+        console.print(table)
+        console.print(f"wrote {out / 'sweep.json'}, {out / 'sweep.csv'} and {out / 'sweep.png'}", highlight=False)
 
 
 @app.command()

@@ -249,6 +249,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     train: TrainConfig = TrainConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="key -> values, run as one compiled call")
 
     @model_validator(mode="after")
     def _check(self) -> "Config":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import jax
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from coasejax import sweep as sweeps
 from coasejax.config import Config
 from coasejax.envs import coase
 from coasejax.graphs import Graph, make_graph, torus_shape
@@ -40,6 +41,8 @@ class Simulation:
     compile_seconds: float
     sharded_over: int
     constraint_names: list  # (layer, constraint) behind RoundMetrics.binding
+    settings: list = field(default_factory=list)  # sweep settings ({key: value} each); empty: no sweep
+    setting_configs: list = field(default_factory=list)
 
 
 def chunk_length(rounds: int, target_chunks: int = 20, min_chunk: int = 8) -> int:
@@ -62,32 +65,57 @@ def agent_sharding(cfg: Config) -> NamedSharding | None:
 
 
 def build(cfg: Config, chunk: int | None = None) -> Simulation:
-    """Draw the graph and populations, place them on devices and compile the chunk runner (timed separately)."""
+    """Draw the graph and populations, place them on devices and compile the chunk runner (timed separately).
+
+    With a sweep (``cfg.sweep``) the parameters of all settings are stacked on a leading axis S and the runner is
+    ``vmap``-ped over it; every setting starts from the same populations (state ``[S, E, N]``)."""
     p = cfg.population
     graph = make_graph(p.graph, p.n_agents, p.degree, cfg.sim.seed, p.rewire)
-    params = coase.EnvParams.from_config(cfg)
+    setting_list = sweeps.settings(cfg) if cfg.sweep else []
+    setting_cfgs = [sweeps.setting_config(cfg, s) for s in setting_list]
+    if setting_cfgs:
+        params = sweeps.merge_static([coase.EnvParams.from_config(c) for c in setting_cfgs], list(cfg.sweep))
+    else:
+        params = coase.EnvParams.from_config(cfg)
     root = jax.random.PRNGKey(cfg.sim.seed)
     k_pop, k_run = jax.random.split(root)
     env_pop_keys = jax.random.split(k_pop, cfg.sim.envs)
     keys = jax.random.split(k_run, cfg.sim.envs)
 
+    with_util = params.provider.use_switching
     sharding = agent_sharding(cfg)
-    reset = jax.vmap(lambda k: coase.reset(k, cfg))
+    reset = jax.vmap(lambda k: coase.reset(k, cfg, with_util))
+    if setting_list:
+        n_set = len(setting_list)
+        reset_one = reset
+        reset = lambda ks: jax.tree.map(lambda x: jnp.broadcast_to(x, (n_set, *x.shape)), reset_one(ks))  # noqa: E731
     if sharding is not None:
-        shape = jax.eval_shape(lambda: coase.reset(jax.random.PRNGKey(0), cfg))
-        state_sharding = jax.tree.map(lambda _: sharding, shape).replace(t=NamedSharding(sharding.mesh, PartitionSpec()))
+        shape = jax.eval_shape(reset, env_pop_keys)
+
+        def spec(leaf):  # the agent axis is the last axis of every per-agent array
+            return NamedSharding(sharding.mesh, PartitionSpec(*([None] * (leaf.ndim - 1)), "agents"))
+
+        state_sharding = jax.tree.map(spec, shape).replace(t=NamedSharding(sharding.mesh, PartitionSpec()))
         state = jax.jit(reset, out_shardings=state_sharding)(env_pop_keys)
     else:
         state = jax.jit(reset)(env_pop_keys)
 
     chunk = chunk or chunk_length(cfg.sim.rounds)
 
-    def run_chunk(keys, state, params, graph):
+    def run_envs(keys, state, params, graph):
         return jax.vmap(lambda k, s: coase.rollout(k, s, params, graph, chunk))(keys, state)
+
+    if setting_list:
+        def run_chunk(keys, state, params, graph):
+            return jax.vmap(run_envs, in_axes=(None, 0, 0, None))(keys, state, params, graph)
+    else:
+        run_chunk = run_envs
 
     t0 = time.perf_counter()
     runner = jax.jit(run_chunk, donate_argnums=(1,)).lower(keys, state, params, graph).compile()
     compile_seconds = time.perf_counter() - t0
+    names_params = jax.tree.map(lambda x: x[0], params) if setting_list else params
+    names_state = jax.tree.map(lambda x: x[0], state) if setting_list else state
     return Simulation(
         cfg=cfg,
         graph=graph,
@@ -98,15 +126,17 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
         runner=runner,
         compile_seconds=compile_seconds,
         sharded_over=len(sharding.mesh.devices.flat) if sharding is not None else 1,
-        constraint_names=coase.constraint_names(params, state),
+        constraint_names=coase.constraint_names(names_params, names_state),
+        settings=setting_list,
+        setting_configs=setting_cfgs,
     )
 
 
-def run(sim: Simulation, on_chunk: Callable[[int], None] | None = None) -> dict:
-    """Roll out every environment for ``sim.cfg.sim.rounds`` rounds; returns the summary (see :func:`summarise`)."""
+def _roll_out(sim: Simulation, on_chunk: Callable[[int], None] | None):
+    """Run all chunks; returns (per-round metrics ``{field: [..., E, T, ...]}``, seconds, initial and final wealth)."""
     cfg = sim.cfg
     state = jax.tree.map(jnp.copy, sim.state)  # the runner donates its state; keep sim.state for another run
-    initial_wealth = np.asarray(jax.device_get(state.pop.wealth), np.float64).sum(axis=1)
+    initial_wealth = np.asarray(jax.device_get(state.pop.wealth), np.float64)
     chunks = []
     t0 = time.perf_counter()
     for _ in range(cfg.sim.rounds // sim.chunk):
@@ -117,12 +147,36 @@ def run(sim: Simulation, on_chunk: Callable[[int], None] | None = None) -> dict:
             on_chunk(sim.chunk)
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
-    per_round = {f: np.concatenate([np.asarray(getattr(c, f), np.float64) for c in chunks], axis=1)
-                 for f in coase.RoundMetrics._fields}  # each [E, T] or [E, T, ...]
-    wealth = np.asarray(jax.device_get(state.pop.wealth), np.float64)
-    summary = summarise(cfg, per_round, seconds, sim, initial_wealth, wealth.sum(axis=1))
-    summary["gini_wealth"] = float(np.mean([gini(w) for w in wealth]))
+    t_axis = 2 if sim.settings else 1
+    per_round = {f: np.concatenate([np.asarray(getattr(c, f), np.float64) for c in chunks], axis=t_axis)
+                 for f in coase.RoundMetrics._fields}
+    final_wealth = np.asarray(jax.device_get(state.pop.wealth), np.float64)
+    return per_round, seconds, initial_wealth, final_wealth
+
+
+def run(sim: Simulation, on_chunk: Callable[[int], None] | None = None) -> dict:
+    """Roll out every environment for ``sim.cfg.sim.rounds`` rounds; returns the summary (see :func:`summarise`).
+    For a sweep, see :func:`run_sweep`."""
+    if sim.settings:
+        raise ValueError("this simulation is a sweep: use run_sweep")
+    per_round, seconds, w0, w1 = _roll_out(sim, on_chunk)
+    summary = summarise(sim.cfg, per_round, seconds, sim, w0.sum(axis=1), w1.sum(axis=1))
+    summary["gini_wealth"] = float(np.mean([gini(w) for w in w1]))
     return summary
+
+
+def run_sweep(sim: Simulation, on_chunk: Callable[[int], None] | None = None) -> list[dict]:
+    """Roll out every setting of a sweep in one compiled call per chunk; one summary per setting, each with its
+    ``setting`` ({key: value})."""
+    per_round, seconds, w0, w1 = _roll_out(sim, on_chunk)
+    rows = []
+    for i, (setting, cfg_i) in enumerate(zip(sim.settings, sim.setting_configs)):
+        s = summarise(cfg_i, {k: v[i] for k, v in per_round.items()}, seconds, sim, w0[i].sum(axis=1),
+                      w1[i].sum(axis=1))
+        s["gini_wealth"] = float(np.mean([gini(w) for w in w1[i]]))
+        s["agent_steps_per_second"] *= len(sim.settings)  # the whole sweep ran in `seconds`
+        rows.append({"setting": setting, **s})
+    return rows
 
 
 def gini(values: np.ndarray) -> float:

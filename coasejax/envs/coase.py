@@ -141,9 +141,11 @@ def constraint_names(params: EnvParams, state: EnvState) -> list[tuple[str, str]
     return active(RULES, params.rule_params(state.indiv))
 
 
-def reset(key: jax.Array, cfg: Config) -> EnvState:
+def reset(key: jax.Array, cfg: Config, with_util: bool | None = None) -> EnvState:
+    """A fresh population and its individual preferences; ``with_util`` keeps clients' net-utility averages (needed
+    when providers compete for clients; default: when ``cfg`` has switching on)."""
     n = cfg.population.n_agents
-    switching = cfg.providers.count > 1 and cfg.providers.switching_rate > 0
+    switching = with_util if with_util is not None else (cfg.providers.count > 1 and cfg.providers.switching_rate > 0)
     return EnvState(
         pop=make_population(key, cfg.population, cfg.providers.count),
         indiv=individual_layer.draw(jax.random.fold_in(key, 1), cfg.individual, n),
