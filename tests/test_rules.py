@@ -1,0 +1,232 @@
+"""Rule layers state ⊃ provider ⊃ individual: composition, the state invariants and the economics they encode."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coasejax.rules import Constraint, Layer, constrain, nest, room
+from coasejax.simulate import simulate
+from tests.conftest import make_cfg
+
+# ---------------------------------------------------------------------------------------------------------------------
+# composition (pure functions over random intervals)
+# ---------------------------------------------------------------------------------------------------------------------
+
+finite = st.floats(-10, 10, allow_nan=False, width=32)
+bound = st.one_of(st.none(), finite)
+
+
+@st.composite
+def layer_stack(draw):
+    layers = []
+    for name in ("state", "provider", "individual"):
+        cons = []
+        for i in range(draw(st.integers(0, 2))):
+            lo, hi = draw(bound), draw(bound)
+            cons.append(Constraint(f"c{i}", "deal_activity",
+                                   lambda p, ctx, lo=lo, hi=hi: (None if lo is None else jnp.float32(lo),
+                                                                 None if hi is None else jnp.float32(hi))))
+        layers.append(Layer(name, tuple(cons)))
+    return nest(*layers)
+
+
+def _interval(r):
+    lo, hi = r
+    return (-np.inf if lo is None else float(lo), np.inf if hi is None else float(hi))
+
+
+@settings(max_examples=200, deadline=None)
+@given(stack=layer_stack(), value=finite)
+def test_inner_layers_only_narrow_the_outer_room(stack, value):
+    params = {"state": None, "provider": None, "individual": None}
+    rooms = [_interval(room(stack, "deal_activity", params, {}, depth=d)) for d in range(4)]
+    for outer, inner in zip(rooms, rooms[1:]):
+        assert outer[0] <= inner[0] <= inner[1] <= outer[1]  # nested, never wider
+    x, r, changed = constrain(stack, "deal_activity", jnp.float32(value), params, {})
+    lo, hi = _interval(r)
+    assert lo <= float(x) <= hi
+    # the outer layer wins: the result always respects the state layer's own room
+    s_lo, s_hi = rooms[1]
+    assert s_lo <= float(x) <= s_hi
+    assert bool(float(x) != value) == any(bool(m) for m in changed.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the engine under random layer settings: zero state violations, money conserved
+# ---------------------------------------------------------------------------------------------------------------------
+
+layer_settings = st.fixed_dictionaries({
+    "state__rights": st.sampled_from(["emitter", "victim"]),
+    "mechanism__kind": st.sampled_from(["none", "nash", "lindahl", "clarke", "alternating"]),
+    "state__activity_cap": st.one_of(st.none(), st.floats(0, 3)),
+    "state__cap_share": st.floats(0, 1),
+    "state__pigou_tax": st.floats(0, 1.5),
+    "state__tax_recycling": st.sampled_from(["lump_sum", "victims"]),
+    "state__budget_rule": st.booleans(),
+    "state__enforcement": st.floats(0.5, 1),
+    "state__tc_floor": st.floats(0, 0.05),
+    "providers__count": st.integers(1, 3),
+    "providers__fee": st.floats(0, 0.5),
+    "providers__fee_flat": st.floats(0, 0.02),
+    "providers__conduct": st.one_of(st.none(), st.floats(0, 0.5)),
+    "providers__switching_rate": st.floats(0, 0.5),
+    "individual__red_line": st.one_of(st.none(), st.just("uniform:0:1")),
+    "individual__reservation": st.one_of(st.none(), st.just("uniform:0:0.05")),
+    "individual__budget_share": st.one_of(st.none(), st.just("uniform:0.1:1")),
+    "individual__altruism": st.one_of(st.none(), st.just("uniform:0:1")),
+    "advocates__strategy": st.sampled_from(["truthful", "shade"]),
+    "population__wealth": st.sampled_from(["constant:100", "uniform:0:2", "constant:0"]),
+})
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(overrides=layer_settings)
+def test_random_layer_settings_never_violate_the_state_and_conserve_money(overrides):
+    overrides = {k: ("null" if v is None else v) for k, v in overrides.items()}
+    s = simulate(make_cfg(population__n_agents=512, sim__rounds=4, population__drift=0.05, **overrides))
+    assert s["state_violations"] == 0
+    assert s["money_residual_rel"] <= 1e-5
+    if s["red_line_excess"] is not None:  # no victim accepted harm above its red line
+        assert s["red_line_excess"] <= 1e-5
+
+
+def test_budget_rule_keeps_everyone_solvent_and_binds_when_wealth_is_short(run):
+    poor = dict(population__wealth="uniform:0:0.5", state__rights="victim", mechanism__kind="nash", sim__rounds=6,
+                providers__fee_flat=0.05)
+    with_rule = run(state__budget_rule="true", **poor)
+    without = run(state__budget_rule="false", **poor)
+    assert with_rule["state_violations"] == 0
+    assert with_rule["layer_binding"]["state"]["budget"] > 0.2  # many deals were unaffordable
+    assert with_rule["deal_rate"] < without["deal_rate"] - 0.1
+    assert with_rule["money_residual_rel"] <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the state layer's economics
+# ---------------------------------------------------------------------------------------------------------------------
+
+PIGOU = dict(population__harm="constant:1", population__benefit="uniform:1:3", state__rights="emitter",
+             state__pigou_tax=1.0, sim__rounds=4)  # C_i = w·k·1 = 1 for every emitter: the tax equals marginal harm
+
+
+def test_pigouvian_tax_at_marginal_harm_reaches_first_best_without_bargaining(run):
+    s = run(mechanism__kind="none", **PIGOU)
+    assert s["efficiency"] >= 0.999
+    assert s["mean_activity"] == pytest.approx(s["first_best_mean_activity"], rel=1e-5)
+    assert s["tax_revenue"] == pytest.approx(s["first_best_mean_activity"] * 2000 * 4, rel=1e-5)  # τ·Σx, τ = 1
+
+
+def test_pigouvian_tax_plus_bargaining_over_corrects(run):
+    taxed = run(mechanism__kind="none", **PIGOU)
+    both = run(mechanism__kind="nash", **PIGOU)
+    # victims still buy abatement from the taxed emitter: x = clip(a − 2C, 0) < x* = a − C (Buchanan–Stubblebine)
+    assert both["mean_activity"] < taxed["mean_activity"] - 0.3
+    assert both["efficiency"] < taxed["efficiency"] - 0.2
+    a = np.linspace(1, 3, 200_001)
+    x_both, x_star = np.clip(a - 2, 0, None), a - 1
+    w = lambda x: np.mean(a * x - x**2 / 2 - x)  # noqa: E731
+    expected = (w(x_both) - w(a)) / (w(x_star) - w(a))  # efficiency vs the untaxed status quo x = a
+    assert both["efficiency"] == pytest.approx(expected, abs=0.02)
+
+
+def test_tax_paid_to_victims_removes_the_over_correction(run):
+    s = run(mechanism__kind="nash", state__tax_recycling="victims", **PIGOU)
+    assert s["efficiency"] >= 0.999
+
+
+def test_cap_binds_even_when_a_deal_would_pay_for_more_activity(run):
+    # victim's right: emitters buy permission for x* = a − C ≥ 1 − 0.5·... ; the cap 0.3 is below every x*
+    s = run(mechanism__kind="nash", state__rights="victim", population__harm="constant:0.5",
+            state__activity_cap=0.3, sim__rounds=3)
+    assert s["state_violations"] == 0
+    assert s["mean_activity"] == pytest.approx(0.3, rel=1e-5)  # every deal closes at the cap, none above it
+    assert s["first_best_mean_activity"] > 1.0
+    assert s["deal_rate"] == pytest.approx(1.0)
+    assert s["layer_binding"]["state"]["activity_cap"] == pytest.approx(1.0)
+
+
+def test_cap_share_caps_only_that_share_of_agents(run):
+    s = run(mechanism__kind="none", population__benefit="constant:2", state__activity_cap=1.0, state__cap_share=0.25,
+            sim__rounds=2)
+    # capped agents act at 1, the others at a = 2: mean = 2 − share
+    assert s["mean_activity"] == pytest.approx(2 - 0.25, abs=0.03)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# providers
+# ---------------------------------------------------------------------------------------------------------------------
+
+MARKET = dict(providers__count=2, providers__switching_rate=0.3, providers__temperature=0.02, sim__rounds=40,
+              population__n_agents=4000, mechanism__kind="nash", population__drift=0.05)
+
+
+def test_market_share_flows_to_the_cheaper_provider(run):
+    s = run(providers__fee="[0.3,0.05]", **MARKET)
+    shares = s["provider_shares"]
+    assert shares[1] > 0.7 and sum(shares) == pytest.approx(1.0)
+    series = s["per_round"]["provider_shares"]
+    assert series[0][1] == pytest.approx(0.5, abs=0.05) and series[-1][1] > series[0][1] + 0.2
+    assert s["money_residual_rel"] <= 1e-5
+
+
+def test_with_equal_fees_market_share_flows_to_the_better_advocates(run):
+    s = run(providers__fee=0.1, providers__skill="[-0.4,0.4]", **MARKET)
+    assert s["provider_shares"][1] > 0.7
+
+
+def test_code_of_conduct_bounds_reports(run):
+    base = dict(advocates__strategy="shade", advocates__shade=0.5, mechanism__kind="nash", sim__rounds=2)
+    free = run(**base)
+    honest = run(providers__conduct=0.0, **base)
+    truthful = run(mechanism__kind="nash", sim__rounds=2)
+    assert free["efficiency"] < 0.9
+    assert honest["efficiency"] == pytest.approx(truthful["efficiency"], abs=1e-6)  # conduct 0 forces the truth
+    assert honest["layer_binding"]["provider"]["conduct"] > 0.99
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# individuals
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_no_victim_accepts_harm_above_its_red_line(run):
+    s = run(mechanism__kind="nash", state__rights="victim", individual__red_line="uniform:0:0.5", sim__rounds=3)
+    assert s["red_line_excess"] is not None and s["red_line_excess"] <= 1e-5
+    assert s["layer_binding"]["individual"]["red_line"] > 0.5
+    plain = run(mechanism__kind="nash", state__rights="victim", sim__rounds=3)
+    assert s["mean_activity"] < plain["mean_activity"]
+
+
+def test_reservation_payment_vetoes_deals_that_gain_too_little(run):
+    s = run(mechanism__kind="nash", individual__reservation="constant:0.3", sim__rounds=2)
+    plain = run(mechanism__kind="nash", sim__rounds=2)
+    assert s["deal_rate"] < plain["deal_rate"] - 0.2
+    assert s["layer_binding"]["individual"]["reservation"] > 0.2
+
+
+def test_altruism_scales_shading_down(run):
+    base = dict(advocates__strategy="shade", advocates__shade=0.5, mechanism__kind="nash", sim__rounds=2)
+    selfish = run(**base)
+    altruist = run(individual__altruism="constant:1", **base)
+    assert altruist["efficiency"] > selfish["efficiency"] + 0.05
+    assert altruist["efficiency"] >= 0.999
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# sweeps
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_a_sweep_matches_separate_runs():
+    from coasejax.simulate import build, run_sweep
+
+    cfg = make_cfg(mechanism__kind="nash", state__transaction_costs__per_deal=0.05, sim__rounds=4)
+    cfg.sweep = {"state.pigou_tax": [0.0, 0.7], "state.rights": ["emitter", "victim"]}
+    rows = run_sweep(build(cfg))
+    assert len(rows) == 4
+    for row in rows:
+        sets = {k.replace(".", "__"): v for k, v in row["setting"].items()}
+        single = simulate(make_cfg(mechanism__kind="nash", state__transaction_costs__per_deal=0.05, sim__rounds=4,
+                                   **sets))
+        for key in ("efficiency", "welfare", "deal_rate", "tax_revenue"):
+            assert row[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), (row["setting"], key)
