@@ -38,6 +38,10 @@ SUMMARY_ROWS = [
     ("mechanism_net", "mechanism net intake", "{:,.1f}"),
     ("deal_rate", "deal rate", "{:.4f}"),
     ("breach_rate", "breach rate", "{:.4f}"),
+    ("tax_revenue", "tax revenue", "{:,.1f}"),
+    ("fees", "provider fees", "{:,.1f}"),
+    ("gini_wealth", "wealth Gini", "{:.4f}"),
+    ("state_violations", "state violations", "{:d}"),
     ("agent_steps_per_second", "agent-steps/s (excl. compile)", "{:,.0f}"),
 ]
 
@@ -49,6 +53,11 @@ def summary_table(summary: dict, title: str) -> Table:
     for key, label, fmt in SUMMARY_ROWS:
         v = summary.get(key)
         table.add_row(label, "n/a" if v is None else fmt.format(v))
+    for layer, rates in (summary.get("layer_binding") or {}).items():
+        detail = ", ".join(f"{k} {v:.3f}" for k, v in rates.items() if k != "any")
+        table.add_row(f"{layer} layer bound", f"{rates['any']:.3f}" + (f" ({detail})" if detail else ""))
+    if len(summary.get("provider_shares") or []) > 1:
+        table.add_row("provider shares", " ".join(f"{v:.3f}" for v in summary["provider_shares"]))
     return table
 
 
