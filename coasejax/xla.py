@@ -1,10 +1,10 @@
 """Control over what XLA computes once.
 
-XLA:CPU fuses cheap element-wise producers into every consumer, duplicating them; a chain of cheap operations with
-several consumers (the rolls of each graph slot, several reductions) is then recomputed once per consumer. ``jax.lax.
-optimization_barrier`` does not stop this: it is expanded away before fusion. A division is classed as expensive and
-is never duplicated, so dividing by a *traced* 1.0 (which XLA cannot fold) makes the value be computed once, into
-its own buffer, at the cost of one division per element.
+XLA:CPU fuses cheap element-wise producers into every consumer, duplicating them. In the layered Coase round many
+consumers share the same per-emitter results (one fused loop per graph slot for each roll, one per reduction), so
+chains such as the veto logic were recomputed about ten times. ``jax.lax.optimization_barrier`` does not prevent
+this (it is expanded away before fusion); routing values through a ``lax.cond`` on a traced predicate does, because a
+conditional is never fused into: its operands and results are real buffers.
 """
 
 from __future__ import annotations
@@ -14,5 +14,12 @@ import jax.numpy as jnp
 
 
 def materialise(tree, one: jax.Array):
-    """Each array of ``tree`` computed once, into its own buffer (``one`` must be a traced ``f32`` 1.0)."""
-    return jax.lax.cond(one > 0, lambda t: t, lambda t: jax.tree.map(jnp.zeros_like, t), tree)
+    """``tree`` with its per-agent vectors (``ndim ≤ 1``) computed once, into their own buffers, by passing them
+    through a conditional on ``one > 0`` (``one`` a traced 1.0, so XLA cannot fold it). Larger per-slot arrays only
+    get an optimisation barrier: copying them would cost more than their recomputation."""
+    leaves, treedef = jax.tree.flatten(tree)
+    small = [i for i, x in enumerate(leaves) if x.ndim <= 1]
+    kept = jax.lax.cond(one > 0, lambda t: t, lambda t: [jnp.zeros_like(x) for x in t], [leaves[i] for i in small])
+    rest = jax.lax.optimization_barrier([x for i, x in enumerate(leaves) if i not in small])
+    kept, rest = iter(kept), iter(rest)
+    return jax.tree.unflatten(treedef, [next(kept) if i in small else next(rest) for i in range(len(leaves))])

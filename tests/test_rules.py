@@ -14,7 +14,7 @@ from tests.conftest import make_cfg
 # composition (pure functions over random intervals)
 # ---------------------------------------------------------------------------------------------------------------------
 
-finite = st.floats(-10, 10, allow_nan=False, width=32)
+finite = st.floats(-10, 10, allow_nan=False, allow_subnormal=False, width=32)  # XLA flushes subnormals
 bound = st.one_of(st.none(), finite)
 
 

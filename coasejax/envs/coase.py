@@ -177,7 +177,7 @@ def _shading(params: EnvParams, pop: Population, indiv: IndividualParams, graph:
     """The emitter's and the victims' advocates' shading: the provider's ``shade`` times ``1 − altruism``."""
     pp = params.provider
     per_agent = pp.count > 1 or indiv.altruism is not None
-    if not per_agent:
+    if params.strategy != "shade" or not per_agent:  # only the shade strategy reads it
         return pp.shade[0], pp.shade[0]
     s = of_agents(pp.shade, pop.provider, pp.count)
     if indiv.altruism is not None:
