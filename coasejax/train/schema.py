@@ -1,8 +1,16 @@
-"""Config sections for training: ``env``, ``policy``, ``train``, ``checkpoint`` (placeholders until the trainer lands)."""
+"""Config sections for training: ``env`` (the game), ``policy`` (the advocate network), ``train`` (the algorithm, its
+optimiser and the evaluation of the learned play) and ``checkpoint`` (Orbax). Every key is documented in
+``docs/training.md``; the defaults leave the Coase ``simulate`` presets valid (``env.kind: coase``).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+VALUE_DIST_SYNTAX = "uniform | power:A with A in [0.5, 4]"
 
 
 class _Section(BaseModel):
@@ -10,20 +18,102 @@ class _Section(BaseModel):
 
 
 class EnvConfig(_Section):
-    pass
+    kind: Literal["coase", "auction"] = "coase"
+    auction: Literal["first_price", "second_price", "all_pay", "double"] = "first_price"
+    n_bidders: int = Field(2, ge=2, le=10, description="bidders per sealed-bid auction (the double auction has 2)")
+    value_dist: str = Field("uniform", description="private values on [0, 1]: uniform, or power:A for F(v) = v^A")
+    reserve_price: float = Field(0.0, ge=0.0, lt=0.5, description="sealed-bid auctions: the seller's reserve price")
+    k: float = Field(0.5, ge=0.0, le=1.0, description="double auction: price = k·bid + (1 − k)·ask")
+    victims: list[int] = Field([1, 2, 4], min_length=1, max_length=8,
+                               description="coase: numbers of victims per emitter trained together")
+
+    @field_validator("value_dist", mode="before")
+    @classmethod
+    def _parse_value_dist(cls, v: object) -> str:
+        text = str(v).strip()
+        if text == "uniform":
+            return text
+        head, _, tail = text.partition(":")
+        try:
+            a = float(tail)
+        except ValueError:
+            a = math.nan
+        if head != "power" or not 0.5 <= a <= 4.0:
+            raise ValueError(f"expected {VALUE_DIST_SYNTAX}, got {text!r}")
+        return "uniform" if a == 1.0 else f"power:{a:g}"
+
+    @field_validator("victims")
+    @classmethod
+    def _check_victims(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= k <= 64 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"expected distinct victim counts in 1..64, got {v}")
+        return v
+
+    @property
+    def power(self) -> float:
+        """Exponent a of ``F(v) = v^a`` (1 for uniform)."""
+        return 1.0 if self.value_dist == "uniform" else float(self.value_dist.split(":")[1])
 
 
 class PolicyConfig(_Section):
-    pass
+    hidden: list[int] = Field([16], max_length=4, description="widths of the hidden layers of the advocate MLP")
+    activation: Literal["tanh", "relu", "selu"] = "tanh"
+    shared: bool = Field(True, description="symmetric bidders share one policy (else one policy per bidder)")
+    init_scale: float = Field(1.0, gt=0.0, le=2.0, description="initial action / value (1: truthful)")
+
+    @field_validator("hidden")
+    @classmethod
+    def _check_hidden(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= w <= 1024 for w in v):
+            raise ValueError(f"expected layer widths in 1..1024, got {v}")
+        return v
 
 
 class TrainConfig(_Section):
-    pass
+    algo: Literal["es"] = "es"
+    iterations: int = Field(1000, ge=1, le=10_000_000)
+    population: int = Field(256, ge=2, le=65_536, description="ES perturbations per iteration (antithetic pairs × 2)")
+    sigma: float = Field(0.005, gt=0.0, le=10.0, description="ES noise scale in parameter space")
+    batch: int = Field(1024, ge=1, le=2**24, description="private values each perturbation is evaluated on")
+    opponents: int = Field(16_384, ge=1, le=2**24, description="opponent draws per iteration (common to all candidates)")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(0.02, gt=0.0, le=10.0)
+    schedule: Literal["constant", "cosine", "linear", "exponential"] = "cosine"
+    final_lr_fraction: float = Field(0.1, ge=0.0, le=1.0, description="learning rate at the end, as a fraction")
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the ES pseudo-gradient to this global norm")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seeds: int = Field(1, ge=1, le=4096, description="independent training runs vmapped together")
+    log_every: int = Field(50, ge=1, le=1_000_000, description="iterations per compiled chunk and metrics line")
+    eval_values: int = Field(4096, ge=16, le=2**22, description="fresh values at which metrics are computed")
+    eval_opponents: int = Field(65_536, ge=16, le=2**24, description="fresh opponent draws in the evaluation")
+    eval_grid: int = Field(512, ge=8, le=16_384, description="candidate bids in the numerical best response")
+    bne_min_value: float = Field(0.0, ge=0.0, lt=1.0, description="bne_rmse compares bids at values ≥ this")
+
+    @field_validator("population")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"must be even (antithetic pairs), got {v}")
+        return v
 
 
 class CheckpointConfig(_Section):
-    pass
+    every: int = Field(100, ge=0, le=10_000_000, description="save every this many iterations (0: only at the end)")
+    keep: int = Field(3, ge=1, le=1000, description="keep the latest this many checkpoints (plus the best)")
+    best_metric: Literal["utility_loss_rel", "bne_rmse"] = "utility_loss_rel"
 
 
 def check_training(cfg) -> None:
     """Cross-section checks of a whole :class:`coasejax.config.Config`; raise ``ValueError('key.path: ...')``."""
+    env, train, ckpt = cfg.env, cfg.train, cfg.checkpoint
+    if ckpt.every and ckpt.every % train.log_every:
+        raise ValueError(f"checkpoint.every: must be a multiple of train.log_every ({train.log_every}), "
+                         f"got {ckpt.every}")
+    if env.kind == "auction" and cfg.policy.init_scale > 1.0:
+        raise ValueError(f"policy.init_scale: bids may not exceed values in auctions, so at most 1, "
+                         f"got {cfg.policy.init_scale}")
+    if env.kind == "auction" and env.auction == "double":
+        if env.reserve_price:
+            raise ValueError("env.reserve_price: the double auction has no reserve price; set it to 0")
+        if env.n_bidders != 2:
+            raise ValueError("env.n_bidders: the double auction has one buyer and one seller; set it to 2")

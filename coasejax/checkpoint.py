@@ -1,0 +1,106 @@
+"""Orbax checkpoints of training runs: periodic, atomic, the latest k and the best kept.
+
+A checkpoint ``OUT/checkpoints/<step>/`` holds two items: ``state`` (parameters, optimiser state, the run's RNG key and
+the step, all with a leading seed axis) and ``config`` (the resolved config as JSON). Orbax writes each checkpoint to a
+temporary folder and renames it when complete, so a run killed mid-write leaves the previous checkpoints intact.
+Retention: the latest ``checkpoint.keep`` checkpoints plus the one with the best ``checkpoint.best_metric``.
+
+Resuming needs the saved config to match the current one on every key that shapes the computation
+(:func:`incompatible_keys`): a mismatch is a one-line :class:`CheckpointError` naming the differing keys, raised
+before JAX ever sees the saved arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as cm
+
+#: keys that may change between a run and its resumption without changing any trained number
+RESUMABLE_KEYS = ("train.eval_values", "train.eval_opponents", "train.eval_grid",
+                  "train.bne_min_value", "checkpoint.every", "checkpoint.keep", "checkpoint.best_metric")
+
+
+class CheckpointError(ValueError):
+    """A missing, unreadable or incompatible checkpoint. The message is one line."""
+
+
+def manager(directory: Path, keep: int = 3, best_metric: str | None = None, read_only: bool = False):
+    """A synchronous :class:`orbax.checkpoint.CheckpointManager` on ``directory`` keeping the latest ``keep`` and the
+    checkpoint with the smallest ``best_metric`` (when given). ``read_only``: neither create the folder nor clean up
+    temporaries (the caller only reads)."""
+    policies = [cm.LatestN(n=keep)]
+    if best_metric:
+        policies.append(cm.BestN(get_metric_fn=lambda m: -float(m[best_metric]), n=1,
+                                 keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=cm.AnyPreservationPolicy(policies), enable_async_checkpointing=False,
+        create=not read_only, cleanup_tmp_directories=not read_only,
+    )
+    absl_logger = logging.getLogger("absl")  # read-only managers warn on every open; keep the CLI's stderr clean
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=("state", "config"))
+    finally:
+        absl_logger.setLevel(level)
+
+
+def state_tree(state) -> dict:
+    """A :class:`coasejax.train.es.TrainState` as a plain dict pytree."""
+    return {"params": state.params, "opt_state": state.opt_state, "key": state.key, "step": state.step}
+
+
+def save(mngr, step: int, state, config: dict, metrics: dict | None = None) -> None:
+    """Save ``state`` and the resolved ``config`` as checkpoint ``step`` (blocking until it is on disk)."""
+    clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)} or None
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree(state)),
+                                            config=ocp.args.JsonSave(config)), metrics=clean, force=True)
+    mngr.wait_until_finished()
+
+
+def latest_step(mngr) -> int | None:
+    return mngr.latest_step()
+
+
+def saved_config(mngr, step: int) -> dict:
+    """The resolved config stored with checkpoint ``step``."""
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint becomes one line
+        raise CheckpointError(f"checkpoint {step} in {mngr.directory}: cannot read its config "
+                              f"({type(e).__name__})") from None
+
+
+def restore(mngr, step: int, template) -> Any:
+    """Restore checkpoint ``step`` into the structure, shapes and dtypes of ``template`` (a ``TrainState``)."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_tree(template))
+    try:
+        tree = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {step} in {mngr.directory}: cannot restore its state "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    return type(template)(tree["params"], tree["opt_state"], tree["key"], tree["step"])
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def incompatible_keys(saved: dict, current: dict) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, except :data:`RESUMABLE_KEYS`, each written
+    ``key (checkpoint: A, now: B)``."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted(k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k) != b.get(k))
+    return [f"{k} (checkpoint: {a.get(k)!r}, now: {b.get(k)!r})" for k in keys]

@@ -1,0 +1,157 @@
+"""One-shot auctions with independent private values (Krishna, *Auction Theory*, 2nd ed., 2010, ch. 2–4).
+
+Sealed-bid auctions of one good among n risk-neutral bidders with values drawn i.i.d. from ``F(v) = v^a`` on [0, 1]
+(``a = 1`` is uniform); bids below the reserve price r are not admitted:
+
+* ``first_price``  — the highest admitted bid wins and pays its bid;
+* ``second_price`` — the highest admitted bid wins and pays ``max(r, second-highest bid)`` (Vickrey 1961);
+* ``all_pay``      — the highest admitted bid wins; every admitted bidder pays its bid;
+* ``double``       — the bilateral k-double auction (Chatterjee & Samuelson 1983): a buyer with value v bids b, a
+  seller with cost c (same F) asks s; they trade iff ``b ≥ s`` at the price ``k·b + (1 − k)·s``.
+
+Roles: sealed-bid auctions have n symmetric bidder roles; the double auction has role 0 (buyer) and role 1 (seller).
+
+Two ways to evaluate play, which agree in expectation (tested):
+
+* :func:`play` runs whole auctions (``f32[B, R]`` values and bids → utilities, revenue, welfare), ties broken at random;
+* :func:`interim_utility` is the expected utility of one bidder with value v bidding b against an empirical sample of
+  its opponents' bids (:func:`opponents`), exactly, by binary search in the sorted sample — every focal value is
+  played against all M opponent draws at ``O(log M)`` cost. Training and the best-response search use it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+FORMATS = ("first_price", "second_price", "all_pay", "double")
+
+
+@struct.dataclass
+class AuctionParams:
+    """Traced parameters (a ``vmap`` over them is a sweep) and the static format and number of roles."""
+
+    reserve: jax.Array  # f32[] reserve price r (sealed-bid formats)
+    k: jax.Array  # f32[] double auction price weight on the buyer's bid
+    power: jax.Array  # f32[] a in F(v) = v^a
+    format: str = struct.field(pytree_node=False, default="first_price")
+    n_roles: int = struct.field(pytree_node=False, default=2)
+
+    @classmethod
+    def from_config(cls, env) -> "AuctionParams":
+        """From an :class:`coasejax.train.schema.EnvConfig` with ``kind: auction``."""
+        f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+        n_roles = 2 if env.auction == "double" else env.n_bidders
+        return cls(reserve=f(env.reserve_price), k=f(env.k), power=f(env.power), format=env.auction, n_roles=n_roles)
+
+
+def sample_values(key: jax.Array, params: AuctionParams, shape: tuple[int, ...]) -> jax.Array:
+    """``f32[shape]`` values from ``F(v) = v^a`` by inversion: ``v = U^(1/a)``."""
+    u = jax.random.uniform(key, shape, jnp.float32)
+    return u ** (1.0 / params.power)
+
+
+class Play(NamedTuple):
+    utility: jax.Array  # f32[B, R] each role's realised utility
+    revenue: jax.Array  # f32[B]    payments received by the seller (0 in the double auction: it is budget balanced)
+    welfare: jax.Array  # f32[B]    realised gains from trade (value of the good to whoever ends up with it)
+    first_best: jax.Array  # f32[B] the largest possible gains: highest value (sealed bid), max(v − c, 0) (double)
+    trade: jax.Array  # bool[B]   whether the good changed hands
+
+
+def play(key: jax.Array, values: jax.Array, bids: jax.Array, params: AuctionParams) -> Play:
+    """Run B independent auctions: ``values`` and ``bids`` are ``f32[B, R]``; ties are broken uniformly at random."""
+    if params.format == "double":
+        v, c = values[:, 0], values[:, 1]
+        b, s = bids[:, 0], bids[:, 1]
+        trade = b >= s
+        price = params.k * b + (1.0 - params.k) * s
+        utility = jnp.where(trade[:, None], jnp.stack([v - price, price - c], axis=1), 0.0)
+        return Play(utility, jnp.zeros_like(v), jnp.where(trade, v - c, 0.0), jnp.maximum(v - c, 0.0), trade)
+    n = values.shape[1]
+    admitted = bids >= params.reserve
+    eff_bids = jnp.where(admitted, bids, -1.0)
+    top = jnp.max(eff_bids, axis=1, keepdims=True)
+    tie_break = jax.random.uniform(key, bids.shape)
+    winner = jnp.argmax(jnp.where(eff_bids == top, tie_break, -1.0), axis=1)
+    trade = top[:, 0] >= params.reserve
+    wins = (jnp.arange(n)[None, :] == winner[:, None]) & trade[:, None]
+    if params.format == "first_price":
+        pay = jnp.where(wins, bids, 0.0)
+    elif params.format == "second_price":
+        others = jnp.where(wins, -1.0, eff_bids)
+        price = jnp.maximum(params.reserve, jnp.max(others, axis=1, keepdims=True))
+        pay = jnp.where(wins, price, 0.0)
+    elif params.format == "all_pay":
+        pay = jnp.where(admitted, bids, 0.0)
+    else:
+        raise ValueError(f"unknown auction format {params.format!r}")
+    utility = jnp.where(wins, values, 0.0) - pay
+    welfare = jnp.sum(jnp.where(wins, values, 0.0), axis=1)
+    return Play(utility, jnp.sum(pay, axis=1), welfare, jnp.max(values, axis=1), trade)
+
+
+class Opponents(NamedTuple):
+    """An empirical sample of the bid a focal bidder must beat, sorted, with prefix sums for expected prices."""
+
+    sorted: jax.Array  # f32[M]
+    prefix: jax.Array  # f32[M + 1], prefix[j] = sum of the j smallest
+
+
+def opponents(bids: jax.Array) -> Opponents:
+    """From ``f32[M]`` draws of the relevant opposing bid: the highest bid of the other bidders (sealed bid), the
+    seller's ask (for the buyer) or the buyer's bid (for the seller)."""
+    s = jnp.sort(bids)
+    return Opponents(s, jnp.concatenate([jnp.zeros((1,), s.dtype), jnp.cumsum(s)]))
+
+
+def opposing_bid(bids: jax.Array, role: jax.Array, params: AuctionParams) -> jax.Array:
+    """``f32[M]``: the bid that role ``role`` (may be traced) faces in each of M auctions with bids ``f32[M, R]``."""
+    if params.format == "double":
+        return jnp.where(role == 0, bids[:, 1], bids[:, 0])
+    others = jnp.where(jnp.arange(bids.shape[1])[None, :] == role, -jnp.inf, bids)
+    return jnp.max(others, axis=1)
+
+
+def interim_utility(role: jax.Array, value: jax.Array, bid: jax.Array, opp: Opponents,
+                    params: AuctionParams) -> jax.Array:
+    """Expected utility of role ``role`` with ``value`` bidding ``bid`` (same shape) against the empirical ``opp``.
+
+    With ``M`` opposing bids ``B_j``, ``lo = #{B_j < b}``, ``hi = #{B_j ≤ b}``, a tie counting as half a win
+    (exact for two bidders, an approximation for ties among more, which have probability zero with continuous bids):
+
+    * first price   ``1{b ≥ r} (v − b) P(win)``
+    * second price  ``1{b ≥ r} [v P(win) − E(max(r, B); B < b) − ½ b P(B = b)]``
+    * all pay       ``1{b ≥ r} (v P(win) − b)``
+    * double, buyer ``P(S ≤ b)(v − k b) − (1 − k) E(S; S ≤ b)``; seller ``k E(B; B ≥ s) + P(B ≥ s)((1 − k) s − c)``.
+    """
+    m = opp.sorted.shape[0]
+    lo = jnp.searchsorted(opp.sorted, bid, side="left", method="scan")
+    hi = jnp.searchsorted(opp.sorted, bid, side="right", method="scan")
+    if params.format == "double":
+        k = params.k
+        buyer = (hi * (value - k * bid) - (1.0 - k) * opp.prefix[hi]) / m
+        seller = (k * (opp.prefix[m] - opp.prefix[lo]) + (m - lo) * ((1.0 - k) * bid - value)) / m
+        return jnp.where(role == 0, buyer, seller)
+    r = params.reserve
+    admitted = bid >= r
+    p_win = (lo + 0.5 * (hi - lo)) / m
+    if params.format == "first_price":
+        u = (value - bid) * p_win
+    elif params.format == "second_price":
+        below_r = jnp.minimum(jnp.searchsorted(opp.sorted, r, side="left", method="scan"), lo)
+        paid = r * below_r + (opp.prefix[lo] - opp.prefix[below_r]) + 0.5 * (hi - lo) * bid
+        u = value * p_win - paid / m
+    elif params.format == "all_pay":
+        u = value * p_win - bid
+    else:
+        raise ValueError(f"unknown auction format {params.format!r}")
+    return jnp.where(admitted, u, 0.0)
+
+
+def bid_range(params: AuctionParams) -> tuple[float, float]:
+    """Bids a policy may make, ``[0, 1]`` (values lie in [0, 1]; higher bids are dominated)."""
+    return 0.0, 1.0

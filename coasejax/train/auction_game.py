@@ -1,0 +1,81 @@
+"""Auctions as a trainable game: each provider's focal bidder against the current policies of the others.
+
+Roles and providers: a sealed-bid auction has n bidder roles. With ``policy.shared`` (the default) all bidders are
+served by one provider (symmetric self-play: the focal bidder, role 0, deviates while the other n − 1 bidders play
+the current shared policy); otherwise bidder j has its own provider j. The double auction always has two providers,
+the buyer's and the seller's. A bidder's policy sees its own value (``obs = [v]``) and bids ``v · s(v) ≤ v``,
+starting from ``b = v`` (:class:`coasejax.policies.Advocate`). The seller of the double auction sees the mirror image:
+its policy gets ``1 − c`` and its ask is ``1 − π(1 − c) ≥ c``, so asks start truthful and never go below cost.
+
+Fitness of a candidate: its ex-ante utility ``E_v[U(v, π(v))]`` over ``train.batch`` stratified values ``v``, each
+against the empirical distribution of ``train.opponents`` opposing bids drawn once per iteration from the current
+policies (:func:`coasejax.envs.auction.interim_utility`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from coasejax.envs import auction
+from coasejax.eval.metrics import auction_metrics
+from coasejax.policies import Advocate, take
+from coasejax.train.game import Game
+
+
+def stratified_values(key: jax.Array, params: auction.AuctionParams, n: int) -> jax.Array:
+    """``f32[n]`` values ``F⁻¹((i + U_i)/n)``: one draw in each of n equal-probability strata (lower variance)."""
+    u = (jnp.arange(n, dtype=jnp.float32) + jax.random.uniform(key, (n,))) / n
+    return u ** (1.0 / params.power)
+
+
+def roles(params: auction.AuctionParams, shared: bool) -> tuple[jax.Array, jax.Array]:
+    """``(role_provider i32[R], focal_role i32[P])``: who serves each role, and each provider's deviating role."""
+    r = params.n_roles
+    if shared and params.format != "double":
+        return jnp.zeros((r,), jnp.int32), jnp.zeros((1,), jnp.int32)
+    return jnp.arange(r, dtype=jnp.int32), jnp.arange(r, dtype=jnp.int32)
+
+
+def make_bidders(module: Advocate, params: auction.AuctionParams, role_provider: jax.Array):
+    """``(bid_one, bid_all)``: ``bid_one(provider_params, v f32[G], role) -> f32[G]`` and
+    ``bid_all(stack, values f32[M, R]) -> f32[M, R]`` (role j played by provider ``role_provider[j]``)."""
+
+    def bid_one(p, v, role):
+        mirrored = (params.format == "double") & (role == 1)
+        act = module.apply(p, jnp.where(mirrored, 1.0 - v, v)[:, None])
+        return jnp.where(mirrored, 1.0 - act, act)
+
+    def bid_all(stack, values):
+        roles_ = jnp.arange(values.shape[1])
+        return jax.vmap(bid_one, in_axes=(0, 1, 0), out_axes=1)(take(stack, role_provider), values, roles_)
+
+    return bid_one, bid_all
+
+
+def auction_game(cfg) -> Game:
+    params = auction.AuctionParams.from_config(cfg.env)
+    role_provider, focal_role = roles(params, cfg.policy.shared)
+    module = Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
+                      init_scale=cfg.policy.init_scale, low=0.0, high=1.0)
+    batch, n_opp = cfg.train.batch, cfg.train.opponents
+    bid_one, bid_all = make_bidders(module, params, role_provider)
+
+    def opposing(key, stack, role):
+        values = auction.sample_values(key, params, (n_opp, params.n_roles))
+        return auction.opponents(auction.opposing_bid(bid_all(stack, values), role, params))
+
+    def fitness(key, stack, p, candidates):
+        k_opp, k_val = jax.random.split(key)
+        role = focal_role[p]
+        opp = opposing(k_opp, stack, role)
+        v = stratified_values(k_val, params, batch)
+        bids = jax.vmap(lambda c: bid_one(c, v, role))(candidates)  # f32[pop, B]
+        return jnp.mean(auction.interim_utility(role, v[None, :], bids, opp, params), axis=1)
+
+    def metrics(key, stack):
+        return auction_metrics(key, stack, bid_one, bid_all, params, role_provider, focal_role, cfg.train)
+
+    return Game(name=f"auction/{params.format}", n_providers=int(focal_role.shape[0]), obs_dim=1, module=module,
+                fitness=fitness, metrics=metrics,
+                agents_per_iteration=cfg.train.population * batch + n_opp * params.n_roles)

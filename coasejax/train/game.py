@@ -1,0 +1,45 @@
+"""The interface between a one-shot game and the trainer, and the registry of trainable games by ``env.kind``.
+
+A :class:`Game` tells the trainer how many providers (parameter sets) there are, which network they use, and how well
+a batch of candidate parameter sets does for one provider against the current policies of everyone else
+(``fitness``). It also computes the evaluation metrics of a parameter stack (``metrics``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+
+from coasejax.policies import Advocate
+
+
+class Game(NamedTuple):
+    """A one-shot game as the trainer sees it.
+
+    ``fitness(key, stack, p, candidates) -> f32[pop]``: the ex-ante expected utility of provider ``p``'s focal agent
+    when it plays each candidate (a parameter pytree with a leading ``pop`` axis) while every other agent plays the
+    current ``stack``; all candidates face the same random draws (common random numbers).
+
+    ``metrics(key, stack) -> dict[str, f32[]]``: evaluation of the learned play on fresh draws.
+    """
+
+    name: str
+    n_providers: int
+    obs_dim: int
+    module: Advocate
+    fitness: Callable[..., jax.Array]
+    metrics: Callable[..., dict]
+    agents_per_iteration: int  # focal evaluations + opponent draws per provider and iteration (for throughput)
+
+
+def make_game(cfg) -> Game:
+    """The game of ``cfg.env.kind``: ``auction`` (:mod:`coasejax.train.auction_game`) or ``coase``
+    (:mod:`coasejax.train.coase_game`, which needs ``mechanism.kind`` lindahl or clarke)."""
+    if cfg.env.kind == "auction":
+        from coasejax.train.auction_game import auction_game
+
+        return auction_game(cfg)
+    from coasejax.train.coase_game import coase_game
+
+    return coase_game(cfg)

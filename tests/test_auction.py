@@ -1,0 +1,177 @@
+"""The auction scenario, its equilibrium library and learned bidding against auction theory (Krishna 2010)."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from coasejax.config import ConfigError, load_config
+from coasejax.envs import auction
+from coasejax.eval.equilibrium import best_response, equilibrium_bid
+
+KEY = jax.random.PRNGKey(0)
+
+
+def params_for(fmt="first_price", n=2, dist="uniform", r=0.0, k=0.5):
+    cfg = load_config(None, ["env.kind=auction", f"env.auction={fmt}", f"env.n_bidders={n}",
+                             f"env.value_dist={dist}", f"env.reserve_price={r}", f"env.k={k}"])
+    return auction.AuctionParams.from_config(cfg.env)
+
+
+def equilibrium_play(p, key, m):
+    """``(values, bids)`` f32[m, R] with every role at the analytic equilibrium."""
+    values = auction.sample_values(key, p, (m, p.n_roles))
+    bids = jnp.stack([equilibrium_bid(p, values[:, j], j) for j in range(p.n_roles)], axis=1)
+    return values, bids
+
+
+def br_loss(p, role=0, g=2048, m=1 << 16, grid=513):
+    """Relative utility loss of the analytic equilibrium against a numerical best response (grid search)."""
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(7), 3)
+    v = auction.sample_values(k1, p, (g,))
+    opp = [auction.opponents(auction.opposing_bid(equilibrium_play(p, k, m)[1], role, p)) for k in (k2, k3)]
+    u, u_br = best_response(role, v, equilibrium_bid(p, v, role), opp[0], opp[1], p, jnp.linspace(0, 1, grid))
+    return float((jnp.mean(u_br) - jnp.mean(u)) / jnp.mean(u_br)), float(jnp.mean(u))
+
+
+SETTINGS = [("first_price", 2, "uniform", 0.0), ("first_price", 5, "uniform", 0.0),
+            ("first_price", 3, "power:2.5", 0.0), ("first_price", 2, "uniform", 0.3),
+            ("first_price", 4, "power:0.5", 0.2), ("second_price", 3, "uniform", 0.0),
+            ("second_price", 10, "power:3", 0.25), ("all_pay", 2, "uniform", 0.0), ("all_pay", 3, "power:2", 0.0),
+            ("all_pay", 2, "uniform", 0.2)]
+
+
+@pytest.mark.parametrize("fmt,n,dist,r", SETTINGS)
+def test_analytic_equilibria_are_best_responses(fmt, n, dist, r):
+    """No bid on a 513-point grid beats the analytic equilibrium by more than 0.3% of its utility (sampling and grid
+    tolerance; a 10% shading error costs over 1%, see the control below). The loss can be slightly negative: the best
+    response is chosen on one opponent sample and scored on another."""
+    p = params_for(fmt, n, dist, r)
+    loss, _ = br_loss(p)
+    assert -0.01 < loss < 0.003, loss
+
+
+def test_double_auction_linear_equilibrium_is_a_best_response_for_both_roles():
+    p = params_for("double", 2, "uniform", 0.0, k=0.5)
+    for role in (0, 1):
+        loss, _ = br_loss(p, role)
+        assert -0.01 < loss < 0.003, (role, loss)
+    v = jnp.array([0.0, 0.5, 1.0])
+    np.testing.assert_allclose(equilibrium_bid(p, v, 0), 2 * v / 3 + 1 / 12, atol=1e-6)
+    np.testing.assert_allclose(equilibrium_bid(p, v, 1), 2 * v / 3 + 1 / 4, atol=1e-6)
+
+
+def test_best_response_check_detects_a_non_equilibrium():
+    """Control: bidding 20% below the equilibrium in a first-price auction loses clearly more than the tolerance."""
+    p = params_for("first_price", 2)
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    v = auction.sample_values(k1, p, (2048,))
+    opp = [auction.opponents(auction.opposing_bid(equilibrium_play(p, k, 1 << 16)[1], 0, p)) for k in (k2, k3)]
+    u, u_br = best_response(0, v, 0.8 * equilibrium_bid(p, v), opp[0], opp[1], p, jnp.linspace(0, 1, 513))
+    assert (jnp.mean(u_br) - jnp.mean(u)) / jnp.mean(u_br) > 0.01
+
+
+@pytest.mark.parametrize("fmt,n,r", [("first_price", 3, 0.0), ("second_price", 3, 0.2), ("all_pay", 2, 0.1),
+                                     ("double", 2, 0.0)])
+def test_interim_utility_matches_simulated_auctions(fmt, n, r):
+    """The empirical-opponent utility used in training equals the mean utility of whole simulated auctions (within
+    4 standard errors), for an arbitrary deviation of bidder 0 against equilibrium opponents."""
+    p = params_for(fmt, n, "uniform", r)
+    m = 200_000
+    k1, k2 = jax.random.split(KEY)
+    values, bids = equilibrium_play(p, k1, m)
+    dev = 0.8 * values[:, 0] + 0.05
+    bids = bids.at[:, 0].set(dev)
+    played = auction.play(k2, values, bids, p).utility[:, 0]
+    # interim: bidder 0 against the empirical distribution of the opposing bid in the same auctions
+    opp = auction.opponents(auction.opposing_bid(bids, 0, p))
+    interim = auction.interim_utility(0, values[:1000, 0], dev[:1000], opp, p)
+    exact_mc = float(jnp.mean(played[:1000]))
+    se = float(jnp.std(played[:1000])) / np.sqrt(1000)
+    assert abs(float(jnp.mean(interim)) - exact_mc) < 4 * se + 1e-3
+
+
+def test_revenue_equivalence_in_simulated_auctions():
+    """Uniform values, n = 3, no reserve: expected revenue (n − 1)/(n + 1) = 0.5 in first-price, second-price and
+    all-pay equilibria (Myerson 1981; Riley & Samuelson 1981), within 4 standard errors of 10⁶ auctions."""
+    for fmt in ("first_price", "second_price", "all_pay"):
+        p = params_for(fmt, 3)
+        values, bids = equilibrium_play(p, KEY, 1_000_000)
+        rev = auction.play(jax.random.PRNGKey(1), values, bids, p).revenue
+        se = float(jnp.std(rev)) / 1000
+        assert abs(float(jnp.mean(rev)) - 0.5) < 4 * se, (fmt, float(jnp.mean(rev)))
+
+
+def test_reserve_price_revenue_closed_form():
+    """First price, uniform, n = 2, r = 0.5 (Myerson's optimal reserve): revenue (n−1)/(n+1) + rⁿ − 2n r^(n+1)/(n+1)
+    = 5/12."""
+    p = params_for("first_price", 2, "uniform", 0.45)
+    r, n = 0.45, 2
+    values, bids = equilibrium_play(p, KEY, 1_000_000)
+    rev = auction.play(jax.random.PRNGKey(1), values, bids, p).revenue
+    expected = (n - 1) / (n + 1) + r**n - 2 * n * r ** (n + 1) / (n + 1)
+    assert abs(float(jnp.mean(rev)) - expected) < 4 * float(jnp.std(rev)) / 1000
+
+
+@pytest.mark.parametrize("override,key", [
+    ("env.n_bidders=11", "env.n_bidders"), ("env.value_dist=power:5", "env.value_dist"),
+    ("env.value_dist=beta", "env.value_dist"), ("env.reserve_price=0.5", "env.reserve_price"),
+    ("env.auction=dutch", "env.auction"), ("train.population=7", "train.population"),
+    ("checkpoint.every=75", "checkpoint.every"), ("policy.init_scale=1.5", "policy.init_scale"),
+])
+def test_bad_auction_settings_name_the_key(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config("auction_first_price", [override])
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_value_dist_syntax():
+    assert load_config(None, ["env.value_dist=power:2.5"]).env.power == 2.5
+    assert load_config(None, ["env.value_dist=power:1"]).env.value_dist == "uniform"
+    assert load_config(None, ["env.value_dist=uniform"]).env.power == 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Learned bidding (the must-show cases; full-budget runs of every preset: scripts/train_auctions.sh)
+# ----------------------------------------------------------------------------------------------------------------------
+
+MUST_SHOW = [
+    ("auction_first_price", [], 0.02),
+    ("auction_first_price", ["env.n_bidders=5"], 0.02),
+    ("auction_second_price", [], 0.02),
+    ("auction_all_pay", [], 0.02),
+    ("auction_double", [], None),
+]
+
+
+@pytest.mark.parametrize("preset,sets,rmse", MUST_SHOW, ids=["fp_n2", "fp_n5", "sp_n3", "allpay_n2", "double_k05"])
+def test_learned_bids_recover_equilibrium(preset, sets, rmse, tmp_path: Path):
+    """bne_rmse ≤ 0.02 (where known) and utility_loss_rel ≤ 0.01, in under 2 minutes of training (presets at a
+    reduced budget of 500 iterations, the double auction 300 with half the population; the presets' full budgets
+    are recorded in BENCHMARKS_TRAIN.md). The second-price
+    preset starts from b = v/2, so truthful bidding is learned, not assumed."""
+    from coasejax.train.run import train
+
+    budget = ["train.iterations=300", "train.population=128"] if preset == "auction_double" else ["train.iterations=500"]
+    cfg = load_config(preset, [*sets, *budget, "checkpoint.every=0"])
+    summary = train(cfg, tmp_path)
+    assert summary["utility_loss_rel"] <= 0.01, summary
+    if rmse is not None:
+        assert summary["bne_rmse"] <= rmse, summary
+    assert summary["train_seconds"] < 120
+
+
+@pytest.mark.parametrize("sets,rmse", [
+    (["env.n_bidders=3", "env.value_dist=power:2.5", "env.reserve_price=0.3"], 0.02),
+    (["env.n_bidders=10", "env.value_dist=power:0.5", "env.reserve_price=0.1"], 0.02),
+], ids=["fp_n3_power2.5_reserve0.3", "fp_n10_power0.5_reserve0.1"])
+def test_learned_first_price_across_ranges(sets, rmse, tmp_path: Path):
+    """Beyond the must-show cases: power distributions, reserve prices and n = 10 (first price, 400 iterations, population 128)."""
+    from coasejax.train.run import train
+
+    cfg = load_config("auction_first_price", [*sets, "train.iterations=400", "train.population=128",
+                                              "checkpoint.every=0"])
+    summary = train(cfg, tmp_path)
+    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= rmse, summary
