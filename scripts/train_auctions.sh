@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train every auction preset (and the must-show variants) at its full default budget and print the metrics.
-# The output of one run is recorded in BENCHMARKS_TRAIN.md.
+# The output of one run is recorded in BENCHMARKS.md ("Training").
 set -euo pipefail
 OUT=${OUT:-runs/train_auctions}
 rm -rf "$OUT"; mkdir -p "$OUT"

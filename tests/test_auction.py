@@ -150,7 +150,7 @@ MUST_SHOW = [
 def test_learned_bids_recover_equilibrium(preset, sets, rmse, tmp_path: Path):
     """bne_rmse ≤ 0.02 (where known) and utility_loss_rel ≤ 0.01, in under 2 minutes of training (presets at a
     reduced budget of 500 iterations, the double auction 300 with half the population; the presets' full budgets
-    are recorded in BENCHMARKS_TRAIN.md). The second-price
+    are recorded in BENCHMARKS.md ("Training")). The second-price
     preset starts from b = v/2, so truthful bidding is learned, not assumed."""
     from coasejax.train.run import train
 
