@@ -4,8 +4,9 @@ An :class:`Advocate` maps an observation whose first feature is the agent's own 
 or its true harm) to the action ``v · s(obs)``, where the *shading factor* ``s = clip(w·obs + b + MLP(obs), low, high)``
 is a small MLP with a linear skip connection. Acting as a multiple of the own value ties the actions of low types,
 which matter little for utility and so get little training signal, to those of high types, and with ``high = 1``
-rules out overbidding, which is weakly dominated in every auction here. The skip starts at ``s = 1`` (truthful
-bidding, or a truthful report) and the MLP's output layer at zero, so training starts from honest play.
+rules out overbidding, which is weakly dominated in every auction here. The skip starts at ``s = init_scale`` (1:
+truthful bidding, or a truthful report) and the MLP's output layer at zero. ``output="log"`` computes the factor in
+log space with a ``log v`` feature instead (power-law bids; the all-pay preset uses it).
 
 Parameters are a plain pytree (``{"params": {...}}``). Agents served by the same provider share one parameter set;
 providers' parameter sets are stacked on a leading axis ``P`` (:func:`init_stack`), so a population of policies is
@@ -14,6 +15,7 @@ one pytree that can be perturbed, stacked and ``vmap``ped.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -21,21 +23,38 @@ import jax
 import jax.numpy as jnp
 
 ACTIVATIONS: dict[str, Callable] = {"tanh": jnp.tanh, "relu": nn.relu, "selu": nn.selu}
+OUTPUTS = ("linear", "log")
+LOG_FLOOR = 1e-3  # the log feature of the "log" head is log max(v, LOG_FLOOR) (bounded input for the MLP)
+LOG_TEMP = 0.1  # the "log" head's log s = −τ·softplus(−z/τ): a smoothed min(z, 0)
 
 
 class Advocate(nn.Module):
-    """``f32[..., d] → f32[...]``: ``obs[..., 0] · clip(w·obs + b + MLP(obs), low, high)``; the skip starts at
-    ``w = 0`` and ``b = init_scale`` (1: the truthful action), the MLP's last layer at zero."""
+    """``f32[..., d] → f32[...]``: ``obs[..., 0] · s(obs)`` with the shading factor ``s`` from one of two heads:
+
+    * ``output="linear"``: ``s = clip(w·obs + b + MLP(obs), low, high)``; the skip starts at ``w = 0`` and
+      ``b = init_scale`` (1: the truthful action), the MLP's last layer at zero.
+    * ``output="log"``: ``s = high · exp(−τ·softplus(−z/τ))`` (``τ = LOG_TEMP``: ``log s`` is a smoothed
+      ``min(z, 0)`` plus ``log high``; ``low`` is taken to be 0), ``z = w·x + b + MLP(x)`` on the features
+      ``x = [obs, log max(obs[..., 0], LOG_FLOOR)]``. The skip alone represents power laws ``s ∝ v^w`` (convex bids
+      such as the all-pay equilibrium ``b ∝ v^(m+1)``, tiny for most types), ES noise acts on *relative* bids, and
+      the cap is approached smoothly, so there is no flat clipped region where the pseudo-gradient vanishes. The
+      skip starts at ``w = init_power`` on the log feature (0 on the others) and ``s ≈ init_scale · v^init_power``
+      (``init_scale`` strictly below ``high``), the MLP's last layer at zero.
+    """
 
     hidden: Sequence[int] = (16,)
     activation: str = "tanh"
     low: float = 0.0
     high: float = 1.0
     init_scale: float = 1.0
+    output: str = "linear"
+    init_power: float = 0.0
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
+        if self.output == "log":
+            return obs[..., 0] * self._log_head(obs, act)
         h = obs
         for width in self.hidden:
             h = act(nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(h))
@@ -44,6 +63,22 @@ class Advocate(nn.Module):
         skip_init = nn.initializers.constant(self.init_scale)
         skip = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=skip_init)(obs)[..., 0]
         return obs[..., 0] * jnp.clip(skip + residual, self.low, self.high)
+
+    def _log_head(self, obs: jax.Array, act: Callable) -> jax.Array:
+        x = jnp.concatenate([obs, jnp.log(jnp.maximum(obs[..., :1], LOG_FLOOR))], axis=-1)
+        h = x
+        for width in self.hidden:
+            h = act(nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(h))
+        residual = nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
+        frac = min(max(self.init_scale / self.high, 1e-3), 1.0 - 1e-3)
+        skip_init = nn.initializers.constant(-LOG_TEMP * math.log(math.expm1(-math.log(frac) / LOG_TEMP)))
+        power = self.init_power
+
+        def kernel_init(key, shape, dtype=jnp.float32):  # zero, except init_power on the log feature (last row)
+            return jnp.zeros(shape, dtype).at[-1].set(power)
+
+        skip = nn.Dense(1, kernel_init=kernel_init, bias_init=skip_init)(x)[..., 0]
+        return self.high * jnp.exp(-LOG_TEMP * jax.nn.softplus(-(skip + residual) / LOG_TEMP))
 
 
 def init_stack(module: Advocate, key: jax.Array, n_providers: int, obs_dim: int):

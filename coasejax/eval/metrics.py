@@ -12,7 +12,10 @@ policies:
   than a numerical best response to the learned opponents (grid search over ``train.eval_grid`` bids in [0, 1],
   chosen on one sample of ``train.eval_opponents`` opponent draws and scored on another, see
   :func:`coasejax.eval.equilibrium.best_response`); ``Ū`` averages over the fresh values. The worst provider.
-  Defined for every format; 0 exactly at an equilibrium (up to the grid and sampling noise).
+  Defined for every format; 0 exactly at an equilibrium (up to the grid and sampling noise). Guard: the
+  denominator is ``max(Ū_br, UTILITY_FLOOR)`` (10⁻³, in value units), so where the best response itself earns
+  almost nothing (e.g. a policy stuck at overbidding in an all-pay auction, ``Ū_br ≈ 0``) the metric is the absolute
+  loss in thousandths of the value scale instead of exploding.
 * ``utility`` — mean ex-ante utility of the focal roles; ``revenue``, ``efficiency`` (realised gains over the largest
   possible gains) and ``trade_rate`` from :func:`coasejax.envs.auction.play` on ``train.eval_opponents`` whole auctions.
 """
@@ -25,6 +28,8 @@ import jax.numpy as jnp
 from coasejax.envs import auction
 from coasejax.eval.equilibrium import best_response, equilibrium_bid, participation_threshold
 from coasejax.policies import take
+
+UTILITY_FLOOR = 1e-3  # utility_loss_rel divides by max(Ū_br, UTILITY_FLOOR): values lie in [0, 1]
 
 
 def auction_metrics(key: jax.Array, stack, bid_one, bid_all, params: auction.AuctionParams, role_provider: jax.Array,
@@ -56,7 +61,7 @@ def auction_metrics(key: jax.Array, stack, bid_one, bid_all, params: auction.Auc
         return out
 
     per = jax.vmap(per_provider)(jnp.arange(focal_role.shape[0]))
-    loss = (per["utility_br"] - per["utility"]) / jnp.maximum(per["utility_br"], 1e-12)
+    loss = (per["utility_br"] - per["utility"]) / jnp.maximum(per["utility_br"], UTILITY_FLOOR)
     result = {"utility_loss_rel": jnp.max(loss), "utility": jnp.mean(per["utility"])}
     if "bne_sq" in per:
         key_name = "linear_bne_rmse" if params.format == "double" else "bne_rmse"

@@ -4,8 +4,9 @@ Roles and providers: a sealed-bid auction has n bidder roles. With ``policy.shar
 served by one provider (symmetric self-play: the focal bidder, role 0, deviates while the other n − 1 bidders play
 the current shared policy); otherwise bidder j has its own provider j. The double auction always has two providers,
 the buyer's and the seller's. A bidder's policy sees its own value (``obs = [v]``) and bids ``v · s(v) ≤ v``,
-starting from ``b = v`` (:class:`coasejax.policies.Advocate`). The seller of the double auction sees the mirror image:
-its policy gets ``1 − c`` and its ask is ``1 − π(1 − c) ≥ c``, so asks start truthful and never go below cost.
+starting from ``b = policy.init_scale · v`` (times ``v^policy.init_power`` with ``policy.output: log``;
+:class:`coasejax.policies.Advocate`). The seller of the double auction sees the mirror image: its policy gets
+``1 − c`` and its ask is ``1 − π(1 − c) ≥ c``, so asks start truthful and never go below cost.
 
 Fitness of a candidate: its ex-ante utility ``E_v[U(v, π(v))]`` over ``train.batch`` stratified values ``v``, each
 against the empirical distribution of ``train.opponents`` opposing bids drawn once per iteration from the current
@@ -57,7 +58,8 @@ def auction_game(cfg) -> Game:
     params = auction.AuctionParams.from_config(cfg.env)
     role_provider, focal_role = roles(params, cfg.policy.shared)
     module = Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
-                      init_scale=cfg.policy.init_scale, low=0.0, high=1.0)
+                      init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
+                      low=0.0, high=1.0)
     batch, n_opp = cfg.train.batch, cfg.train.opponents
     bid_one, bid_all = make_bidders(module, params, role_provider)
 

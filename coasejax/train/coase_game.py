@@ -53,7 +53,8 @@ def victim_gain(cfg, k: int, a: jax.Array, c: jax.Array, c_hat: jax.Array) -> ja
 
 def coase_game(cfg) -> Game:
     module = Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
-                      init_scale=cfg.policy.init_scale, low=0.0, high=RATIO_MAX)
+                      init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
+                      low=0.0, high=RATIO_MAX)
     ks = tuple(cfg.env.victims)
     batch, pop = cfg.train.batch, cfg.train.population
 

@@ -60,6 +60,9 @@ class PolicyConfig(_Section):
     activation: Literal["tanh", "relu", "selu"] = "tanh"
     shared: bool = Field(True, description="symmetric bidders share one policy (else one policy per bidder)")
     init_scale: float = Field(1.0, gt=0.0, le=2.0, description="initial action / value (1: truthful)")
+    output: Literal["linear", "log"] = Field("linear", description="shading head: clipped linear, or sigmoid in "
+                                             "log space with a log-value feature (power-law bids)")
+    init_power: float = Field(0.0, ge=0.0, le=10.0, description="log head: initial action = init_scale · v^init_power")
 
     @field_validator("hidden")
     @classmethod
@@ -112,6 +115,9 @@ def check_training(cfg) -> None:
     if env.kind == "auction" and cfg.policy.init_scale > 1.0:
         raise ValueError(f"policy.init_scale: bids may not exceed values in auctions, so at most 1, "
                          f"got {cfg.policy.init_scale}")
+    if cfg.policy.output == "log" and cfg.policy.init_scale >= (1.0 if env.kind == "auction" else 2.0):
+        raise ValueError(f"policy.init_scale: the log head approaches its cap only asymptotically, so the initial "
+                         f"action must lie strictly below it, got {cfg.policy.init_scale}")
     if env.kind == "auction" and env.auction == "double":
         if env.reserve_price:
             raise ValueError("env.reserve_price: the double auction has no reserve price; set it to 0")
