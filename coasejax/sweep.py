@@ -37,14 +37,15 @@ def parse_sweep_option(assignment: str) -> tuple[str, list]:
     if "=" not in assignment:
         raise ConfigError(f"--sweep {assignment!r}: expected KEY=V1,V2,..., e.g. state.pigou_tax=0,0.5,1")
     key, raw = assignment.split("=", 1)
+    parts = _split_top(raw)
+    if any(not p for p in parts):
+        raise ConfigError(f"--sweep {key.strip()}: expected a comma-separated list of values, got {raw!r}")
     values = []
-    for part in _split_top(raw):
+    for part in parts:
         try:
             values.append(yaml.safe_load(part))
         except yaml.YAMLError:
             values.append(part)
-    if not values or any(v is None and p.strip() == "" for v, p in zip(values, _split_top(raw))):
-        raise ConfigError(f"--sweep {key.strip()}: expected a comma-separated list of values, got {raw!r}")
     return key.strip(), values
 
 
@@ -105,7 +106,7 @@ def merge_static(params_list: list, keys: list[str]):
 
     Static switches named ``use_*`` / ``draw_*`` only enable work that is harmless when its parameter is neutral (a tax
     of 0, an enforcement of 1), so they are or-ed; any other static difference cannot share one compiled program."""
-    merged = [_merge_flags(params_list, p) for p in params_list]
+    merged = [_merge_flags([p, *params_list]) for p in params_list]
     first = jax.tree.structure(merged[0])
     for p in merged[1:]:
         if jax.tree.structure(p) != first:
@@ -114,17 +115,15 @@ def merge_static(params_list: list, keys: list[str]):
     return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *merged)
 
 
-def _merge_flags(params_list: list, params):
-    def merge(objs):
-        obj = objs[0]
-        changes = {}
-        for f in dataclasses.fields(obj):
-            values = [getattr(o, f.name) for o in objs]
-            if not f.metadata.get("pytree_node", True):
-                if f.name.startswith(("use_", "draw_")):
-                    changes[f.name] = any(values)
-            elif dataclasses.is_dataclass(values[0]):
-                changes[f.name] = merge(values)
-        return obj.replace(**changes) if changes else obj
-
-    return merge([params] + [p for p in params_list if p is not params])
+def _merge_flags(objs: list):
+    """``objs[0]`` with every ``use_*`` / ``draw_*`` switch (in nested parameter dataclasses too) or-ed over ``objs``."""
+    obj = objs[0]
+    changes = {}
+    for f in dataclasses.fields(obj):
+        values = [getattr(o, f.name) for o in objs]
+        if not f.metadata.get("pytree_node", True):
+            if f.name.startswith(("use_", "draw_")):
+                changes[f.name] = any(values)
+        elif dataclasses.is_dataclass(values[0]):
+            changes[f.name] = _merge_flags(values)
+    return obj.replace(**changes) if changes else obj
