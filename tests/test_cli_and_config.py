@@ -108,3 +108,27 @@ def test_every_config_key_is_documented():
     doc = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "docs").glob("*.md"))
     missing = [k for k in keys(Config()) if f"`{k}`" not in doc]
     assert not missing, missing
+
+
+def test_simulate_sweep_writes_table_json_and_plot(tmp_path):
+    out = tmp_path / "sw"
+    r = cli("simulate", "quickstart", "-q", "--set", "population.n_agents=2000", "--set", "sim.rounds=8",
+            "--sweep", "state.pigou_tax=0,0.5", "--sweep", "state.rights=emitter,victim", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(row["setting"]["state.pigou_tax"], row["setting"]["state.rights"]) for row in rows] == [
+        (0, "emitter"), (0, "victim"), (0.5, "emitter"), (0.5, "victim")]
+    assert all(row["state_violations"] == 0 for row in rows)
+    csv_lines = (out / "sweep.csv").read_text().splitlines()
+    assert len(csv_lines) == 5 and csv_lines[0].startswith("state.pigou_tax,state.rights,efficiency")
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("sweep, names", [("population.n_agents=10,20", "sweep.population.n_agents"),
+                                          ("state.pigou_tax=0,-1", "state.pigou_tax"),
+                                          ("state.pigou_tax=", "--sweep state.pigou_tax")])
+def test_bad_sweeps_exit_2_naming_the_key(tmp_path, sweep, names):
+    r = cli("simulate", "quickstart", "--sweep", sweep, "--out", str(tmp_path / "x"))
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and names in lines[0] and "Traceback" not in r.stderr
