@@ -349,7 +349,10 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             any_m = any_m | m
         layer_any.append(jnp.float32(0) if any_m is None else jnp.sum(any_m, dtype=jnp.float32))
 
-    per_provider = segment_totals(jnp.stack([jnp.ones_like(fee), fee]), pop.provider, pp.count)  # f32[2, M]
+    if pp.count == 1:  # one provider: every client, every fee; no pass over the agents
+        per_provider = jnp.stack([jnp.full((1,), n, jnp.float32), jnp.sum(fee, keepdims=True)])
+    else:
+        per_provider = segment_totals(jnp.stack([jnp.ones_like(fee), fee]), pop.provider, pp.count)  # f32[2, M]
     metrics = RoundMetrics(
         welfare=jnp.sum(model.social_value(pop.a, cost, x) - tc_agent),
         first_best=jnp.sum(model.social_value(pop.a, cost, x_star)),
