@@ -147,6 +147,9 @@ class StateConfig(_Section):
 PerProvider = float | list[float]
 
 
+Protocol = Literal["none", "nash", "lindahl", "alternating", "clarke"]
+
+
 class ProvidersConfig(_Section):
     """The middle rule layer: M competing advocate providers (:mod:`coasejax.rules.provider`).
 
@@ -160,6 +163,9 @@ class ProvidersConfig(_Section):
     shade: PerProvider | None = Field(None, description="advocates.strategy=shade: each provider's shading "
                                                         "(null: advocates.shade)")
     skill: PerProvider = Field(0.0, description="bargaining skill: shifts nash bargaining power toward the client")
+    protocol: Protocol | list[Protocol] | None = Field(
+        None, description="bargaining protocol each provider's advocates run in the bargains its clients lead as "
+                          "emitters: none | nash | lindahl | alternating | clarke, one or a list (null: mechanism.kind)")
     switching_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability a client reviews its provider per round")
     inertia: float = Field(0.0, ge=0.0, description="utility bonus of staying with the current provider (logit)")
     temperature: float = Field(0.1, gt=0.0, description="logit temperature of provider choice")
@@ -178,7 +184,15 @@ class ProvidersConfig(_Section):
                                  f"numbers, got {len(v)}")
             if not all(math.isfinite(x) and lo <= x <= hi for x in vals):
                 raise ValueError(f"providers.{name}: values must lie in [{lo:g}, {hi:g}], got {v}")
+        if isinstance(self.protocol, list) and len(self.protocol) != self.count:
+            raise ValueError(f"providers.protocol: expected one protocol or a list of providers.count={self.count} "
+                             f"protocols, got {len(self.protocol)}")
         return self
+
+    def protocols(self, default: str) -> tuple[str, ...]:
+        """Each provider's protocol (``default``, the mechanism's kind, where ``providers.protocol`` is null)."""
+        p = self.protocol if self.protocol is not None else default
+        return tuple(p) if isinstance(p, list) else (p,) * self.count
 
     def per_provider(self, name: str, default: float | None = None) -> list[float] | None:
         """``providers.<name>`` as a list of ``count`` numbers (``default`` when the key is null)."""
@@ -212,7 +226,7 @@ class IndividualConfig(_Section):
 
 
 class MechanismConfig(_Section):
-    kind: Literal["none", "nash", "lindahl", "alternating", "clarke"] = "nash"
+    kind: Protocol = "nash"
     bargaining_power: float = Field(0.5, ge=0.0, le=1.0, description="nash: the emitter's bargaining power beta")
     discount_emitter: float = Field(0.95, gt=0.0, lt=1.0, description="alternating: emitter's discount factor")
     discount_victims: float = Field(0.95, gt=0.0, lt=1.0, description="alternating: victims' discount factor")
@@ -254,11 +268,11 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check(self) -> "Config":
         check_training(self)
-        if self.advocates.strategy == "best_response" and self.mechanism.kind not in ("lindahl", "clarke"):
-            raise ValueError(
-                "advocates.strategy: best_response is defined for mechanism.kind lindahl or clarke, "
-                f"not {self.mechanism.kind}"
-            )
+        bad = [p for p in self.providers.protocols(self.mechanism.kind) if p not in ("none", "lindahl", "clarke")]
+        if self.advocates.strategy == "best_response" and bad:
+            where = "providers.protocol" if self.providers.protocol is not None else "mechanism.kind"
+            raise ValueError(f"advocates.strategy: best_response is defined for {where} lindahl or clarke, "
+                             f"not {bad[0]}")
         return self
 
     def to_dict(self) -> dict:
@@ -347,7 +361,9 @@ def apply_override(data: dict, assignment: str) -> None:
 
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+    # drop pydantic's names of union branches ("literal['a','b']", "list[...]", "float") from the key path
+    loc = ".".join(str(p) for p in e["loc"]
+                   if not str(p).startswith(("function-", "literal[", "list[", "float", "int", "str")))
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         return f"{loc}: unknown key"

@@ -225,6 +225,10 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
         "layer_binding": layer_binding(per_round, sim.constraint_names, n * t),
         "provider_shares": (per_round["provider_clients"][:, -1].mean(axis=0) / n).tolist(),
         "provider_revenue": per_round["provider_revenue"].sum(axis=1).mean(axis=0).tolist(),
+        "provider_deal_rate": (per_round["provider_deals"].sum(axis=1).mean(axis=0)
+                               / np.maximum(per_round["provider_clients"].sum(axis=1).mean(axis=0), 1.0)).tolist(),
+        "provider_welfare": per_round["provider_welfare"].sum(axis=1).mean(axis=0).tolist(),
+        "provider_protocols": list(cfg.providers.protocols(cfg.mechanism.kind)),
         "red_line_excess": (None if not np.isfinite(per_round["red_line_excess"]).any()
                             else float(per_round["red_line_excess"].max())),
         "wealth_change": wealth_change,

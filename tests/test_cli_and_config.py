@@ -53,6 +53,8 @@ def test_distribution_syntax_round_trips(text, expected):
     ("population.harm=uniform:-1:1", "population.harm"),
     ("population.benefit=beta:1:2", "population.benefit"),
     ("advocates.strategy=best_response", "advocates.strategy"),
+    ("providers.protocol=vcg", "providers.protocol"),
+    ("providers.protocol=[nash,clarke]", "providers.protocol"),  # quickstart has one provider
     ("sim", "--set"),
 ])
 def test_bad_values_name_the_key(override, names):

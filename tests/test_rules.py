@@ -186,6 +186,29 @@ def test_code_of_conduct_bounds_reports(run):
     assert honest["layer_binding"]["provider"]["conduct"] > 0.99
 
 
+def test_each_provider_runs_its_own_protocol_in_the_bargains_its_clients_lead(run):
+    # no switching: the same clients stay with the same providers, so a mixed market is, bargain by bargain, the
+    # union of the two single-protocol markets (shading advocates report differently under nash and lindahl)
+    base = dict(providers__count=2, advocates__strategy="shade", advocates__shade=0.3, sim__rounds=3,
+                state__enforcement=0.9)
+    mixed = run(providers__protocol="[nash,lindahl]", **base)
+    nash = run(mechanism__kind="nash", **base)
+    lindahl = run(mechanism__kind="lindahl", **base)
+    assert mixed["provider_protocols"] == ["nash", "lindahl"]
+    assert nash["provider_welfare"][0] != pytest.approx(lindahl["provider_welfare"][0], rel=1e-3)  # they differ
+    for key in ("provider_welfare", "provider_deal_rate"):
+        assert mixed[key][0] == pytest.approx(nash[key][0], rel=1e-5)
+        assert mixed[key][1] == pytest.approx(lindahl[key][1], rel=1e-5)
+    assert mixed["welfare"] == pytest.approx(sum(mixed["provider_welfare"]), rel=1e-5)
+    assert mixed["money_residual_rel"] <= 1e-5 and mixed["state_violations"] == 0
+
+
+def test_market_share_flows_to_the_provider_whose_protocol_closes_deals(run):
+    s = run(providers__protocol="[nash,none]", providers__fee=0.0, **MARKET)
+    assert s["provider_deal_rate"][1] == 0.0 and s["provider_deal_rate"][0] > 0.5
+    assert s["provider_shares"][0] > 0.7
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # individuals
 # ---------------------------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from flax import struct
 from coasejax import advocates, model
 from coasejax.config import Config
 from coasejax.graphs import Graph, slot_sum
-from coasejax.mechanisms import MECHANISMS, Bargain, Terms
+from coasejax.mechanisms import MECHANISMS, Bargain, Outcome, Terms
 from coasejax.mechanisms.base import harm_shares
 from coasejax.population import Population, drift_types, make_population, unit_uniform
 from coasejax.rules import RULES, Audit, IndividualParams, ProviderParams, StateParams, active, constrain
@@ -131,6 +131,8 @@ class RoundMetrics(NamedTuple):
     layer_binding: jax.Array  # f32[3] bargains in which the state / provider / individual layer changed an action
     provider_clients: jax.Array  # f32[M] clients per provider this round
     provider_revenue: jax.Array  # f32[M] fees per provider this round
+    provider_deals: jax.Array  # f32[M] honoured deals led by each provider's clients (as emitters)
+    provider_welfare: jax.Array  # f32[M] welfare of the bargains led by each provider's clients
 
 
 LAYERS = tuple(layer.name for layer in RULES.layers)
@@ -194,6 +196,29 @@ def _bargaining_power(params: EnvParams, pop: Population, graph: Graph) -> jax.A
     return jnp.clip(params.bargaining_power + 0.5 * edge, 0.0, 1.0)
 
 
+def _by_protocol(pp: ProviderParams, provider: jax.Array, kinds: tuple[str, ...]):
+    """A function that takes one pytree per protocol in ``kinds`` and keeps, for each emitter, the leaves of its
+    provider's protocol (per-emitter arrays have the agent axis last)."""
+    if len(kinds) == 1:
+        return lambda trees: trees[0]
+    table = jnp.asarray([kinds.index(p) for p in pp.protocols], jnp.int32)
+    which = table[provider]  # i32[N]
+
+    def pick(*leaves):
+        out = leaves[0]
+        for j, leaf in enumerate(leaves[1:], start=1):
+            out = jnp.where(which == j, leaf, out)
+        return out
+
+    return lambda trees: jax.tree.map(pick, *trees)
+
+
+def _no_deal(bargain: Bargain) -> Outcome:
+    """The outcome of protocol ``none``: the status quo, no transfers, no surplus (so no deal is attempted)."""
+    zeros = jnp.zeros_like(bargain.a_hat)
+    return Outcome(x=bargain.x_sq + zeros, to_emitter=zeros, from_victims=jnp.zeros_like(bargain.c_hat), surplus=zeros)
+
+
 def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tuple[EnvState, RoundMetrics]:
     """One round for all N emitters at once. Shapes: ``f32[N]`` per agent, ``f32[k, N]`` per bargain slot."""
     pop, indiv = state.pop, state.indiv
@@ -234,7 +259,8 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     party = params.per_party + params.per_round
     per_deal = jnp.maximum(params.per_deal, sp.tc_floor)
     zeros_n = jnp.zeros_like(pop.a)
-    if params.mechanism == "none":  # no bargaining: emitters act alone under the state layer
+    kinds = tuple(dict.fromkeys(pp.protocols))  # the distinct protocols the providers run
+    if kinds == ("none",):  # no bargaining: emitters act alone under the state layer
         attempt = honoured = jnp.zeros_like(pop.a, dtype=bool)
         x, to_emitter, tc_emitter = x_sq, zeros_n, zeros_n
         from_victims = tc_victims = jnp.zeros_like(c_nb)
@@ -243,7 +269,10 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     else:
         # advocates report within their provider's code of conduct
         s_e, s_v = _shading(params, pop, indiv, graph)
-        a_hat, c_hat = advocates.reports(params.strategy, params.mechanism, pop.a, c_nb, terms, s_e, s_v)
+        by_protocol = _by_protocol(pp, pop.provider, kinds)
+        a_hat, c_hat = by_protocol([
+            (pop.a, c_nb) if kind == "none" else advocates.reports(params.strategy, kind, pop.a, c_nb, terms, s_e, s_v)
+            for kind in kinds])
         a_hat, _, changed = constrain(RULES, "report_a", a_hat, rp, ctx)
         audit = audit.add(changed)
         c_hat, _, changed = constrain(RULES, "report_c", c_hat, rp, ctx)
@@ -260,7 +289,9 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         _, (_, x_hi), changed = constrain(RULES, "deal_activity", x_proposed, rp, ctx)
         audit = audit.add(changed)
         terms = terms.replace(bargaining_power=_bargaining_power(params, pop, graph))
-        out = MECHANISMS[params.mechanism](Bargain(a_hat=a_eff, c_hat=c_eff, x_sq=x_sq, x_hi=x_hi), terms, k_mech)
+        bargain = Bargain(a_hat=a_eff, c_hat=c_eff, x_sq=x_sq, x_hi=x_hi)
+        out = by_protocol([_no_deal(bargain) if kind == "none" else MECHANISMS[kind](bargain, terms, k_mech)
+                           for kind in kinds])
         out, c_hat = fence((out, c_hat))
 
         # each party's true gain from the agreement and what it pays, then the vetoes
@@ -349,12 +380,16 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             any_m = any_m | m
         layer_any.append(jnp.float32(0) if any_m is None else jnp.sum(any_m, dtype=jnp.float32))
 
-    if pp.count == 1:  # one provider: every client, every fee; no pass over the agents
-        per_provider = jnp.stack([jnp.full((1,), n, jnp.float32), jnp.sum(fee, keepdims=True)])
+    # per provider: clients, fees, and the deals and welfare of the bargains its clients lead as emitters
+    value = model.social_value(pop.a, cost, x) - tc_agent
+    rows = (jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value)
+    if pp.count == 1:  # one provider: the totals; no extra pass over the agents
+        per_provider = jnp.stack([jnp.full((1,), n, jnp.float32), jnp.sum(fee, keepdims=True),
+                                  jnp.sum(honoured, keepdims=True, dtype=jnp.float32), jnp.sum(value, keepdims=True)])
     else:
-        per_provider = segment_totals(jnp.stack([jnp.ones_like(fee), fee]), pop.provider, pp.count)  # f32[2, M]
+        per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[4, M]
     metrics = RoundMetrics(
-        welfare=jnp.sum(model.social_value(pop.a, cost, x) - tc_agent),
+        welfare=jnp.sum(value),
         first_best=jnp.sum(model.social_value(pop.a, cost, x_star)),
         status_quo=jnp.sum(model.social_value(pop.a, cost, x_base)),
         activity=jnp.sum(x),
@@ -374,6 +409,8 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         layer_binding=jnp.stack(layer_any),
         provider_clients=per_provider[0],
         provider_revenue=per_provider[1],
+        provider_deals=per_provider[2],
+        provider_welfare=per_provider[3],
     )
 
     pop = pop.replace(wealth=new_wealth)

@@ -3,8 +3,9 @@
 Provider m has its advocates' parameters (``shade``: how hard they push a client's report, used by
 ``advocates.strategy: shade``; ``skill``: bargaining skill, which moves the Nash bargaining power toward the client by
 ``(σ_emitter − mean σ_victims)/2``), a fee (a share of the client's realised surplus, ``fee``, and a flat ``fee_flat``
-per round, collected only out of what the client has left), and a code of conduct ``conduct`` = d: a report may deviate
-from the client's true value v by at most ``d·v`` either way.
+per round, collected only out of what the client has left), a code of conduct ``conduct`` = d (a report may deviate
+from the client's true value v by at most ``d·v`` either way) and a ``protocol``: the mechanism its advocates run in
+the bargains its clients lead as emitters (``none``: its emitters do not bargain and act alone).
 
 **Switching** (a logit market, McFadden 1974). Every client keeps an average of its recent net utility (gain from
 deals minus fees), ``ū ← memory·ū + (1 − memory)·u``. Provider m's score ``U_m`` is the mean ``ū`` of its clients
@@ -34,6 +35,7 @@ class ProviderParams:
     temperature: jax.Array
     memory: jax.Array
     count: int = struct.field(pytree_node=False, default=1)
+    protocols: tuple = struct.field(pytree_node=False, default=("nash",))  # each provider's bargaining protocol
     use_conduct: bool = struct.field(pytree_node=False, default=False)
     use_fees: bool = struct.field(pytree_node=False, default=False)
     use_skill: bool = struct.field(pytree_node=False, default=False)
@@ -56,6 +58,7 @@ class ProviderParams:
             temperature=f(p.temperature),
             memory=f(p.memory),
             count=p.count,
+            protocols=p.protocols(cfg.mechanism.kind),
             use_conduct=p.conduct is not None,
             use_fees=any(v > 0 for v in p.per_provider("fee") + p.per_provider("fee_flat")),
             use_skill=p.count > 1 and len(set(skill)) > 1,
