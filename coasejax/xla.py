@@ -13,12 +13,13 @@ import jax
 import jax.numpy as jnp
 
 
-def materialise(tree, one: jax.Array):
+def materialise(tree, one: jax.Array, per_slot: bool = False):
     """``tree`` with its per-agent vectors (``ndim ≤ 1``) computed once, into their own buffers, by passing them
     through a conditional on ``one > 0`` (``one`` a traced 1.0, so XLA cannot fold it). Larger per-slot arrays only
-    get an optimisation barrier: copying them would cost more than their recomputation."""
+    get an optimisation barrier unless ``per_slot``: copying them costs more than recomputing a short chain, less than
+    recomputing one that reduces over slots or feeds a roll (each slot of a roll recomputes its producer)."""
     leaves, treedef = jax.tree.flatten(tree)
-    small = [i for i, x in enumerate(leaves) if x.ndim <= 1]
+    small = [i for i, x in enumerate(leaves) if per_slot or x.ndim <= 1]
     kept = jax.lax.cond(one > 0, lambda t: t, lambda t: [jnp.zeros_like(x) for x in t], [leaves[i] for i in small])
     rest = jax.lax.optimization_barrier([x for i, x in enumerate(leaves) if i not in small])
     kept, rest = iter(kept), iter(rest)

@@ -238,8 +238,8 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     # needs XLA's barrier, the longer layered round needs real materialisation
     layered = bool(active(RULES, rp)) or sp.use_tax or pp.use_fees or pp.use_switching or pp.use_skill
 
-    def fence(tree):
-        return materialise(tree, params.one) if layered else jax.lax.optimization_barrier(tree)
+    def fence(tree, per_slot=False):
+        return materialise(tree, params.one, per_slot) if layered else jax.lax.optimization_barrier(tree)
 
     c_nb = graph.out(pop.c)  # f32[k, N] true harm sensitivities of each emitter's victims
     cost = params.w * slot_sum(c_nb)  # C_i
@@ -277,6 +277,10 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         audit = audit.add(changed)
         c_hat, _, changed = constrain(RULES, "report_c", c_hat, rp, ctx)
         audit = audit.add(changed, per_slot=True)
+        if changed or params.strategy != "truthful":
+            # computed once: every slot of every roll below would otherwise recompute the reports and their sums
+            c_hat = fence(c_hat, per_slot=True)
+        shares = harm_shares(c_hat)
 
         # the bargain sees values net of the tax: the emitter saves τ per unit abated; victims paid the tax
         # (tax_recycling: victims) lose τ/k per unit abated
@@ -292,11 +296,11 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         bargain = Bargain(a_hat=a_eff, c_hat=c_eff, x_sq=x_sq, x_hi=x_hi)
         out = by_protocol([_no_deal(bargain) if kind == "none" else MECHANISMS[kind](bargain, terms, k_mech)
                            for kind in kinds])
-        out, c_hat = fence((out, c_hat))
+        out = fence(out)
 
         # each party's true gain from the agreement and what it pays, then the vetoes
         dx = out.x - x_sq
-        tc_v = party + jnp.where(er, per_deal, 0.0) * harm_shares(c_hat)  # f32[k, N]
+        tc_v = party + jnp.where(er, per_deal, 0.0) * shares  # f32[k, N]
         g_e = model.benefit_change(pop.a, x_sq, out.x) - tax * dx + out.to_emitter - terms.tc_emitter
         tax_share = tax / k if (sp.use_tax and sp.tax_to_victims) else 0.0
         g_v = (tax_share - params.w * c_nb) * dx - out.from_victims - tc_v
