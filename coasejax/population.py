@@ -42,6 +42,27 @@ def make_population(key: jax.Array, cfg: PopulationConfig, n_providers: int = 1)
     )
 
 
+def _mix32(x: jax.Array) -> jax.Array:
+    """The ``lowbias32`` integer hash (C. Wellons, "Hash function prospector", 2018): a bijection of ``uint32``."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def round_words(key: jax.Array, uses: int, n: int) -> jax.Array:
+    """``u32[uses, N]``: one word of random bits per agent and use, for one round.
+
+    A keyed counter hash: two words per use come from ``key`` (threefry), and agent i gets
+    ``mix(mix(i ⊕ s₀) ⊕ s₁)``. It costs a few integer operations per agent where ``jax.random.bits`` runs threefry's
+    twenty rounds, and it is deterministic in ``key`` like any JAX draw; tests check the words' uniformity and that
+    uses, neighbours and rounds are uncorrelated."""
+    seeds = jax.random.bits(key, (uses, 2), jnp.uint32)
+    i = jnp.arange(n, dtype=jnp.uint32)[None, :]
+    return _mix32(_mix32(i ^ seeds[:, :1]) ^ seeds[:, 1:])
+
+
 def unit_uniform(bits: jax.Array, nbits: int) -> jax.Array:
     """``f32`` in (0, 1) from the lowest ``nbits`` (≤ 24) of ``uint32`` random bits, at cell midpoints."""
     mask = jnp.uint32((1 << nbits) - 1)

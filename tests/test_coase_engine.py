@@ -115,3 +115,30 @@ def test_environments_are_independent_draws(run):
     assert s4["envs"] == 4
     assert s4["welfare"] == pytest.approx(s1["welfare"], rel=0.05)  # same distribution, different draws
     assert s4["welfare"] != s1["welfare"]
+
+
+def test_round_words_are_uniform_and_uncorrelated_across_uses_agents_and_rounds():
+    import jax
+
+    from coasejax.population import round_words, unit_uniform
+
+    n = 1 << 20
+    w = round_words(jax.random.PRNGKey(3), 2, n)
+    w_next = round_words(jax.random.PRNGKey(4), 2, n)
+    assert w.shape == (2, n) and w.dtype == np.uint32
+    u = np.asarray(unit_uniform(w, 24), np.float64)
+    u_next = np.asarray(unit_uniform(w_next, 24), np.float64)
+    se = 1 / np.sqrt(12 * n)  # standard error of a mean of n uniforms; 6 standard errors below
+    assert abs(u[0].mean() - 0.5) < 6 * se and abs(u[1].mean() - 0.5) < 6 * se
+    assert abs(u[0].var() - 1 / 12) < 6 / (12 * np.sqrt(n) / 0.9)
+    # each of 16 equal bins holds 1/16 of the agents (chi-square with 15 d.o.f.: 99.99% quantile 44)
+    counts = np.bincount((u[0] * 16).astype(int), minlength=16)
+    assert ((counts - n / 16) ** 2 / (n / 16)).sum() < 44
+    corr = lambda x, y: np.corrcoef(x, y)[0, 1]  # noqa: E731  (standard error 1/sqrt(n) ≈ 0.001)
+    assert abs(corr(u[0], u[1])) < 0.006  # two uses in one round
+    assert abs(corr(u[0][1:], u[0][:-1])) < 0.006  # neighbouring agents
+    assert abs(corr(u[0], u_next[0])) < 0.006  # the same agent in the next round
+    # the low bits (which decide a client's review) are as uniform as the high bits
+    low = np.asarray(w[0] & 0xFFF, np.float64) / 4096
+    assert abs(low.mean() - 0.5 + 0.5 / 4096) < 6 * se
+    assert np.array_equal(np.asarray(w), np.asarray(round_words(jax.random.PRNGKey(3), 2, n)))  # deterministic

@@ -33,7 +33,7 @@ from coasejax.config import Config
 from coasejax.graphs import Graph, slot_sum
 from coasejax.mechanisms import MECHANISMS, Bargain, Outcome, Terms
 from coasejax.mechanisms.base import harm_shares
-from coasejax.population import Population, drift_types, make_population, unit_uniform
+from coasejax.population import Population, drift_types, make_population, round_words, unit_uniform
 from coasejax.rules import RULES, Audit, IndividualParams, ProviderParams, StateParams, active, constrain
 from coasejax.rules import individual as individual_layer
 from coasejax.rules.provider import choose_providers, of_agents, segment_totals
@@ -229,7 +229,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     # all per-agent randomness of a round from one u32 word per use (cheaper than separate draws)
     uses = [u for u, on in (("enforce", params.draw_enforcement), ("drift", params.draw_drift),
                              ("switch", pp.use_switching)) if on]
-    words = jax.random.bits(k_draws, (len(uses), n), jnp.uint32) if uses else None
+    words = round_words(k_draws, len(uses), n) if uses else None
     word = {u: words[i] for i, u in enumerate(uses)}
     terms = terms_of(params, k)
     er = params.emitter_right
