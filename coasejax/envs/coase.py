@@ -8,7 +8,8 @@ Each round (``step``):
    under the victim's right the status quo is 0;
 3. advocates report (:mod:`coasejax.advocates`) within their provider's code of conduct (``report_a``, ``report_c``);
 4. the mechanism (:mod:`coasejax.mechanisms`) clears on the reports net of the tax, inside the room the layers leave
-   for a deal's activity (``deal_activity``: caps, red lines);
+   for a deal's activity (``deal_activity``: caps, red lines); each bargain runs the protocol of the emitter's
+   provider (``providers.protocol``; reports follow it too);
 5. a deal is attempted iff its reported surplus, weighted by the enforcement probability, covers the deal's
    transaction costs ``TC = per_deal + (k + 1)(per_party + per_round)`` and no party vetoes it (``outlay_*``: budgets;
    ``gain_*``: reservation payments); an attempted deal pays its costs and is honoured with probability
