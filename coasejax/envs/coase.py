@@ -214,6 +214,26 @@ def _by_protocol(pp: ProviderParams, provider: jax.Array, kinds: tuple[str, ...]
     return lambda trees: jax.tree.map(pick, *trees)
 
 
+def _victim_gains(params: EnvParams, graph: Graph, c: jax.Array, moved: jax.Array, x_sq: jax.Array,
+                  outflow: jax.Array) -> jax.Array:
+    """``f32[N]``: each agent's realised gain as a victim this round, summed over the k bargains that harm it.
+
+    Victim j of emitter e gains ``−w c_j Δx_e`` in harm (``Δx = x − x_sq``, zero unless a deal was honoured), pays
+    ``p_e,j`` (payments and costs, net of the tax it receives) and, with the tax paid to victims, would have received
+    ``τ x_sq,e / k`` anyway. Summed over its emitters: ``−w c_j Σ_e Δx_e − Σ_e p_e,j − τ/k Σ_e x_sq,e``, where the
+    middle term is the ``outflow`` already sent back through the graph; so only two per-emitter vectors are rolled."""
+    k = graph.k
+    sp = params.state
+
+    def from_emitters(v):  # Σ over the k emitters that harm each agent
+        return slot_sum(graph.into(jnp.broadcast_to(v, (k, v.shape[-1]))))
+
+    gain = -params.w * c * from_emitters(moved) - outflow
+    if sp.use_tax and sp.tax_to_victims:
+        gain = gain - (sp.pigou_tax / k) * from_emitters(x_sq)
+    return gain
+
+
 def _no_deal(bargain: Bargain) -> Outcome:
     """The outcome of protocol ``none``: the status quo, no transfers, no surplus (so no deal is attempted)."""
     zeros = jnp.zeros_like(bargain.a_hat)
@@ -245,7 +265,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     c_nb = graph.out(pop.c)  # f32[k, N] true harm sensitivities of each emitter's victims
     cost = params.w * slot_sum(c_nb)  # C_i
     c_nb, cost = jax.lax.optimization_barrier((c_nb, cost))
-    ctx = {"graph": graph, "k": k, "w": params.w, "a": pop.a, "c_nb": c_nb, "wealth": pop.wealth,
+    ctx = {"graph": graph, "k": k, "w": params.w, "a": pop.a, "c": pop.c, "c_nb": c_nb, "wealth": pop.wealth,
            "provider": pop.provider, "tax": tax, "capped": capped(sp, n) if sp.use_cap else None}
     audit = Audit.empty()
 
@@ -356,7 +376,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     fee = zeros_n
     gain = None
     if pp.use_fees or pp.use_switching:
-        gain = g_e + slot_sum(graph.into(fence(g_v)))
+        gain = g_e + _victim_gains(params, graph, pop.c, x - x_sq, x_sq, victim_outflow)
     if pp.use_fees:
         due = (of_agents(pp.fee, pop.provider, pp.count) * jnp.maximum(gain, 0.0)
                + of_agents(pp.fee_flat, pop.provider, pp.count))

@@ -45,10 +45,18 @@ def draw(key: jax.Array, cfg, n: int) -> IndividualParams:
     })
 
 
-def red_line_activity(red_line: jax.Array, c_nb: jax.Array, w: jax.Array, graph) -> jax.Array:
-    """``f32[N]``: the most activity emitter i's victims accept, ``min_j r_j / (w c_j)`` (∞ for a harmless victim)."""
-    r_nb = graph.out(red_line)
-    limit = jnp.where(c_nb > 0, r_nb / (w * jnp.where(c_nb > 0, c_nb, 1.0)), jnp.inf)
+def red_line_activity(red_line: jax.Array, c: jax.Array, w: jax.Array, graph) -> jax.Array:
+    """``f32[N]``: the most activity emitter i's victims accept, ``min_j r_j / (w c_j)`` (∞ for a harmless victim).
+    Each agent's own limit ``r_j / (w c_j)`` is computed once and then read through the graph."""
+    return _min_slots(graph.out(own_limit(red_line, c, w)))
+
+
+def own_limit(red_line: jax.Array, c: jax.Array, w: jax.Array) -> jax.Array:
+    """``f32[N]``: the most activity of any one emitter that agent j accepts as a victim, ``r_j / (w c_j)``."""
+    return jnp.where(c > 0, red_line / (w * jnp.where(c > 0, c, 1.0)), jnp.inf)
+
+
+def _min_slots(limit: jax.Array) -> jax.Array:
     out = limit[0]
     for s in range(1, limit.shape[0]):
         out = jnp.minimum(out, limit[s])
@@ -56,7 +64,7 @@ def red_line_activity(red_line: jax.Array, c_nb: jax.Array, w: jax.Array, graph)
 
 
 def _red_line(p: IndividualParams, ctx: dict):
-    return None, red_line_activity(p.red_line, ctx["c_nb"], ctx["w"], ctx["graph"])
+    return None, red_line_activity(p.red_line, ctx["c"], ctx["w"], ctx["graph"])
 
 
 def _share_tax(p: IndividualParams, ctx: dict):
