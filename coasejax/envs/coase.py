@@ -405,14 +405,18 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             any_m = any_m | m
         layer_any.append(jnp.float32(0) if any_m is None else jnp.sum(any_m, dtype=jnp.float32))
 
-    # per provider: clients, fees, and the deals and welfare of the bargains its clients lead as emitters
+    # per provider: clients, fees, and the deals and welfare of the bargains its clients lead as emitters (and, for
+    # switching, its clients' updated net-utility averages), in one pass over the agents
     value = model.social_value(pop.a, cost, x) - tc_agent
-    rows = (jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value)
+    util = state.util
+    if pp.use_switching:
+        util = pp.memory * state.util + (1.0 - pp.memory) * (gain - fee)
     if pp.count == 1:  # one provider: the totals; no extra pass over the agents
         per_provider = jnp.stack([jnp.full((1,), n, jnp.float32), jnp.sum(fee, keepdims=True),
                                   jnp.sum(honoured, keepdims=True, dtype=jnp.float32), jnp.sum(value, keepdims=True)])
     else:
-        per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[4, M]
+        rows = [jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value] + ([util] if pp.use_switching else [])
+        per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[4 or 5, M]
     metrics = RoundMetrics(
         welfare=jnp.sum(value),
         first_best=jnp.sum(model.social_value(pop.a, cost, x_star)),
@@ -439,11 +443,9 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     )
 
     pop = pop.replace(wealth=new_wealth)
-    util = state.util
-    if pp.use_switching:
-        util = pp.memory * state.util + (1.0 - pp.memory) * (gain - fee)
-        totals = segment_totals(jnp.stack([jnp.ones_like(util), util]), pop.provider, pp.count)  # f32[2, M]
-        score = jnp.where(totals[0] > 0, totals[1] / jnp.maximum(totals[0], 1.0), jnp.sum(totals[1]) / n)
+    if pp.use_switching:  # provider m's score: its clients' mean average net utility (no clients: the market mean)
+        clients, util_sum = per_provider[0], per_provider[4]
+        score = jnp.where(clients > 0, util_sum / jnp.maximum(clients, 1.0), jnp.sum(util_sum) / n)
         pop = pop.replace(provider=choose_providers(pp, pop.provider, score, word["switch"]))
     if params.draw_drift:
         pop = drift_types(pop, params.drift, word["drift"])

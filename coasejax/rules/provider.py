@@ -91,11 +91,14 @@ PROVIDER = Layer("provider", (
 
 
 def segment_totals(values: jax.Array, provider: jax.Array, count: int) -> jax.Array:
-    """``f32[..., N] -> f32[..., M]``: sums of each row over the clients of each provider."""
+    """``f32[R, N] -> f32[R, M]``: sums of each row over the clients of each provider. Provider 0's sums are the
+    totals less the others' (M − 1 masked passes instead of M)."""
+    totals = jnp.sum(values, axis=-1)
     if count == 1:
-        return jnp.sum(values, axis=-1, keepdims=True)
-    onehot_sums = [jnp.sum(jnp.where(provider == m, values, 0.0), axis=-1) for m in range(count)]
-    return jnp.stack(onehot_sums, axis=-1)
+        return totals[:, None]
+    others = [jnp.sum(jnp.where(provider == m, values, 0.0), axis=-1) for m in range(1, count)]
+    first = totals - sum(others[1:], others[0])
+    return jnp.stack([first, *others], axis=-1)
 
 
 def choose_providers(params: ProviderParams, provider: jax.Array, score: jax.Array, bits: jax.Array) -> jax.Array:
