@@ -72,6 +72,8 @@ layer_settings = st.fixed_dictionaries({
     "providers__fee_flat": st.floats(0, 0.02),
     "providers__conduct": st.one_of(st.none(), st.floats(0, 0.5)),
     "providers__switching_rate": st.floats(0, 0.5),
+    "providers__protocol": st.one_of(st.none(), st.lists(st.sampled_from(["none", "nash", "lindahl", "clarke",
+                                                                          "alternating"]), min_size=3, max_size=3)),
     "individual__red_line": st.one_of(st.none(), st.just("uniform:0:1")),
     "individual__reservation": st.one_of(st.none(), st.just("uniform:0:0.05")),
     "individual__budget_share": st.one_of(st.none(), st.just("uniform:0.1:1")),
@@ -84,6 +86,9 @@ layer_settings = st.fixed_dictionaries({
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides=layer_settings)
 def test_random_layer_settings_never_violate_the_state_and_conserve_money(overrides):
+    protocols = overrides["providers__protocol"]
+    if protocols is not None:  # one protocol per provider
+        overrides["providers__protocol"] = "[" + ",".join(protocols[:overrides["providers__count"]]) + "]"
     overrides = {k: ("null" if v is None else v) for k, v in overrides.items()}
     s = simulate(make_cfg(population__n_agents=512, sim__rounds=4, population__drift=0.05, **overrides))
     assert s["state_violations"] == 0
