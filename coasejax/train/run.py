@@ -63,32 +63,49 @@ def mean_metrics(per_seed: dict) -> dict:
 
 
 class TensorBoard:
-    """Scalars to TensorBoard event files when ``tensorboardX`` or ``tensorboard`` is importable; otherwise a no-op."""
+    """Scalars to TensorBoard event files under ``logdir``; a no-op when no writer is importable.
+
+    Writers, first found wins: the ``tensorboard`` package's own TensorFlow-free event writer
+    (``tensorboard.summary.writer.event_file_writer.EventFileWriter`` with the ``event_pb2``/``summary_pb2`` protos
+    it ships; ``pip install 'coasejax[tensorboard]'``), then ``tensorboardX``. ``backend`` names the one in use
+    (None: disabled). Each call of :meth:`scalars` writes one event at ``step`` holding every finite number of the row
+    (``simple_value``, float32) except ``step`` itself.
+    """
 
     def __init__(self, logdir: Path):
         self.writer = None
+        self.backend: str | None = None
+        try:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            pass
+        else:
+            self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+            self.writer, self.backend = EventFileWriter(str(logdir)), "tensorboard"
+            return
         try:
             from tensorboardX import SummaryWriter  # type: ignore[import-not-found]
-
-            self.writer = SummaryWriter(str(logdir))
         except ImportError:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # type: ignore[import-not-found]
-
-                self.writer = SummaryWriter(str(logdir))
-            except ImportError:
-                pass
+            return
+        self.writer, self.backend = SummaryWriter(str(logdir)), "tensorboardX"
 
     @property
     def enabled(self) -> bool:
         return self.writer is not None
 
     def scalars(self, step: int, values: dict) -> None:
-        if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and np.isfinite(v):
-                    self.writer.add_scalar(k, v, step)
-            self.writer.flush()
+        if self.writer is None:
+            return
+        finite = {k: float(v) for k, v in values.items()
+                  if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+        if self.backend == "tensorboard":
+            summary = self._summary(value=[self._summary.Value(tag=k, simple_value=v) for k, v in finite.items()])
+            self.writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
+        else:
+            for k, v in finite.items():
+                self.writer.add_scalar(k, v, step)
+        self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
@@ -198,7 +215,7 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
         "devices": jax.device_count(),
         "checkpoint_steps": [int(s) for s in mngr.all_steps()],
         "best_step": _best_step(mngr, cc.best_metric),
-        "tensorboard": tb.enabled,
+        "tensorboard": tb.backend,
     }
     mngr.close()
     return summary
