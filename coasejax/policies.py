@@ -6,7 +6,10 @@ is a small MLP with a linear skip connection. Acting as a multiple of the own va
 which matter little for utility and so get little training signal, to those of high types, and with ``high = 1``
 rules out overbidding, which is weakly dominated in every auction here. The skip starts at ``s = init_scale`` (1:
 truthful bidding, or a truthful report) and the MLP's output layer at zero. ``output="log"`` computes the factor in
-log space with a ``log v`` feature instead (power-law bids; the all-pay preset uses it).
+log space with a ``log v`` feature instead (power-law bids). With ``win_prob`` the observation's last feature is
+``G(v) = F(v)^(n−1)`` (:func:`coasejax.train.auction_game.observe`): the linear head's skip then acts in bid space on
+``[1, v, v G(v)]``, from ``b = init_scale · v G(v)``, and the log head's log feature is ``log G(v)`` (the all-pay
+preset: linear, ``win_prob``).
 
 Parameters are a plain pytree (``{"params": {...}}``). Agents served by the same provider share one parameter set;
 providers' parameter sets are stacked on a leading axis ``P`` (:func:`init_stack`), so a population of policies is
@@ -32,11 +35,17 @@ class Advocate(nn.Module):
     """``f32[..., d] → f32[...]``: ``obs[..., 0] · s(obs)`` with the shading factor ``s`` from one of two heads:
 
     * ``output="linear"``: ``s = clip(w·obs + b + MLP(obs), low, high)``; the skip starts at ``w = 0`` and
-      ``b = init_scale`` (1: the truthful action), the MLP's last layer at zero.
+      ``b = init_scale`` (1: the truthful action), the MLP's last layer at zero. With ``win_prob`` (``obs[..., -1]``
+      is ``G(v)``) the head works in bid space instead: ``clip(w·[r, v, v G(v)] + v·MLP(obs), low·v, high·v)`` with
+      ``r = reserve`` and ``w = [0, 0, init_scale]`` at the start; the all-pay equilibrium
+      ``r/(m+1) + m v G(v)/(m+1)`` is in this family for every n, F and r. There is no free constant: a bid offset
+      common to all types is (to first order) neutral for every type, so self-play would drift along it; the
+      reserve's ``w_r · r`` is pinned by the participation margin and vanishes without a reserve.
     * ``output="log"``: ``s = high · exp(−τ·softplus(−z/τ))`` (``τ = LOG_TEMP``: ``log s`` is a smoothed
       ``min(z, 0)`` plus ``log high``; ``low`` is taken to be 0), ``z = w·x + b + MLP(x)`` on the features
-      ``x = [obs, log max(obs[..., 0], LOG_FLOOR)]``. The skip alone represents power laws ``s ∝ v^w`` (convex bids
-      such as the all-pay equilibrium ``b ∝ v^(m+1)``, tiny for most types), ES noise acts on *relative* bids, and
+      ``x = [obs, log max(obs[..., 0], LOG_FLOOR)]`` (``obs[..., -1]``, i.e. ``G(v)``, with ``win_prob``). The skip
+      alone represents power laws ``s ∝ v^w`` (convex bids such as the all-pay equilibrium ``b ∝ v^(m+1)``, tiny for
+      most types), ES noise acts on *relative* bids, and
       the cap is approached smoothly, so there is no flat clipped region where the pseudo-gradient vanishes. The
       skip starts at ``w = init_power`` on the log feature (0 on the others) and ``s ≈ init_scale · v^init_power``
       (``init_scale`` strictly below ``high``), the MLP's last layer at zero.
@@ -49,6 +58,8 @@ class Advocate(nn.Module):
     init_scale: float = 1.0
     output: str = "linear"
     init_power: float = 0.0
+    win_prob: bool = False  # obs[..., -1] is G(v), the chance that the own value is the highest (see the class doc)
+    reserve: float = 0.0  # with win_prob: the reserve price r, a feature of the bid-space skip
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
@@ -60,12 +71,22 @@ class Advocate(nn.Module):
             h = act(nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(h))
         residual = nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
 
+        if self.win_prob:  # in bid space: clip(w·[r, v, v G(v)] + v·MLP, low·v, high·v), from init_scale · v G(v)
+            scale, v = self.init_scale, obs[..., 0]
+
+            def kernel_init(key, shape, dtype=jnp.float32):
+                return jnp.zeros(shape, dtype).at[-1].set(scale)
+
+            feats = jnp.stack([jnp.full_like(v, self.reserve), v, v * obs[..., -1]], axis=-1)
+            skip = nn.Dense(1, use_bias=False, kernel_init=kernel_init)(feats)[..., 0]
+            return jnp.clip(skip + v * residual, self.low * v, self.high * v)
         skip_init = nn.initializers.constant(self.init_scale)
         skip = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=skip_init)(obs)[..., 0]
         return obs[..., 0] * jnp.clip(skip + residual, self.low, self.high)
 
     def _log_head(self, obs: jax.Array, act: Callable) -> jax.Array:
-        x = jnp.concatenate([obs, jnp.log(jnp.maximum(obs[..., :1], LOG_FLOOR))], axis=-1)
+        base = obs[..., -1:] if self.win_prob else obs[..., :1]  # log G(v) or log v
+        x = jnp.concatenate([obs, jnp.log(jnp.maximum(base, LOG_FLOOR))], axis=-1)
         h = x
         for width in self.hidden:
             h = act(nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(h))

@@ -12,7 +12,7 @@ import json, sys
 s = json.load(open(sys.argv[1] + "/summary.json"))
 wall = open(sys.argv[1] + ".wall").read().strip().splitlines()[-1]
 bne = s.get("bne_rmse")
-print(f"{sys.argv[2]:<28} bne_rmse={'n/a   ' if bne is None else f'{bne:.4f}'} utility_loss_rel={s['utility_loss_rel']:.5f} "
+print(f"{sys.argv[2]:<30} bne_rmse={'n/a   ' if bne is None else f'{bne:.4f}'} utility_loss_rel={s['utility_loss_rel']:.5f} "
       f"revenue={s['revenue']:.4f} efficiency={s['efficiency']:.4f} train={s['train_seconds']:.1f}s "
       f"compile={s['compile_seconds']:.1f}s wall={wall}s")
 PY
@@ -25,3 +25,6 @@ run double_k0.5 auction_double
 run first_price_n10_power0.5_r0.1 auction_first_price --set env.n_bidders=10 --set env.value_dist=power:0.5 --set env.reserve_price=0.1
 run all_pay_n3_power2_r0.1 auction_all_pay --set env.n_bidders=3 --set env.value_dist=power:2 --set env.reserve_price=0.1
 run second_price_n5_power2.5_r0.2 auction_second_price --set env.n_bidders=5 --set env.value_dist=power:2.5 --set env.reserve_price=0.2
+# all-pay across the ranges: the far corner (m = a(n − 1) = 36), and n = 2 learned from a start that is not its equilibrium
+run all_pay_n10_power4_r0.2 auction_all_pay --set env.n_bidders=10 --set env.value_dist=power:4 --set env.reserve_price=0.2
+run all_pay_n2_from_0.25 auction_all_pay --set policy.init_scale=0.25

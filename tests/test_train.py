@@ -87,6 +87,7 @@ def test_train_and_eval_cli_write_their_outputs(tmp_path):
     (["train", "auction_first_price", "--set", "env.value_dist=power:9"], "env.value_dist"),
     (["train", "auction_first_price", "--set", "train.algo=ppo"], "train.algo"),
     (["train", "quickstart"], "mechanism.kind"),
+    (["train", "auction_double", "--set", "policy.win_prob=true"], "policy.win_prob"),
     (["train", "no_such_preset"], "no_such_preset"),
 ])
 def test_bad_train_input_exits_2_with_one_line(args, names, tmp_path):
@@ -130,3 +131,24 @@ def test_clarke_advocates_learn_to_report_truthfully(tmp_path):
     for k in (1, 2, 4, 8):
         assert abs(s[f"report_ratio_k{k}"] - 1.0) < 0.05, s
     assert s["efficiency"] > 0.99 and s["utility_loss_rel"] < 0.01
+
+
+def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
+    """With the ``tensorboard`` package installed (``pip install 'coasejax[tensorboard]'``), ``OUT/tb/`` holds an event
+    file whose scalars are the numbers of ``metrics.jsonl``: every tag, every step, to float32 precision."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from coasejax.train.run import train
+
+    s = train(load_config("auction_first_price", [*TINY, "train.iterations=30", "checkpoint.every=20"]), tmp_path)
+    assert s["tensorboard"] == "tensorboard"
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    logged = {(k, r["step"]): v for r in rows for k, v in r.items() if k != "step" and v is not None}
+    assert {"bne_rmse", "utility_loss_rel", "utility", "learning_rate"} <= {k for k, _ in logged}
+    read = {(tag, e.step): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+    assert read.keys() == logged.keys()
+    for key, value in logged.items():
+        assert read[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key

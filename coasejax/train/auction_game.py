@@ -3,8 +3,9 @@
 Roles and providers: a sealed-bid auction has n bidder roles. With ``policy.shared`` (the default) all bidders are
 served by one provider (symmetric self-play: the focal bidder, role 0, deviates while the other n − 1 bidders play
 the current shared policy); otherwise bidder j has its own provider j. The double auction always has two providers,
-the buyer's and the seller's. A bidder's policy sees its own value (``obs = [v]``) and bids ``v · s(v) ≤ v``,
-starting from ``b = policy.init_scale · v`` (times ``v^policy.init_power`` with ``policy.output: log``;
+the buyer's and the seller's. A bidder's policy sees its own value (``obs = [v]``, or ``[v, G(v)]`` with
+``policy.win_prob``, ``G(v) = F(v)^(n−1)``) and bids ``v · s(obs) ≤ v``, starting from ``b = policy.init_scale · v``
+(times ``v^policy.init_power`` with ``policy.output: log``; times ``G(v)`` with ``policy.win_prob``;
 :class:`coasejax.policies.Advocate`). The seller of the double auction sees the mirror image: its policy gets
 ``1 − c`` and its ask is ``1 − π(1 − c) ≥ c``, so asks start truthful and never go below cost.
 
@@ -38,13 +39,24 @@ def roles(params: auction.AuctionParams, shared: bool) -> tuple[jax.Array, jax.A
     return jnp.arange(r, dtype=jnp.int32), jnp.arange(r, dtype=jnp.int32)
 
 
+def win_prob(v: jax.Array, params: auction.AuctionParams) -> jax.Array:
+    """``G(v) = F(v)^(n−1) = v^(a(n−1))``: the chance that value v is the highest of the n (the distribution of the
+    highest opposing value). A feature computed from the game's public parameters (``policy.win_prob``)."""
+    return v ** (params.power * (params.n_roles - 1))
+
+
+def observe(v: jax.Array, params: auction.AuctionParams, with_win_prob: bool) -> jax.Array:
+    """``f32[G, d]``: a bidder's observation, ``[v]``, or ``[v, G(v)]`` with ``policy.win_prob``."""
+    return jnp.stack([v, win_prob(v, params)], axis=-1) if with_win_prob else v[:, None]
+
+
 def make_bidders(module: Advocate, params: auction.AuctionParams, role_provider: jax.Array):
     """``(bid_one, bid_all)``: ``bid_one(provider_params, v f32[G], role) -> f32[G]`` and
     ``bid_all(stack, values f32[M, R]) -> f32[M, R]`` (role j played by provider ``role_provider[j]``)."""
 
     def bid_one(p, v, role):
         mirrored = (params.format == "double") & (role == 1)
-        act = module.apply(p, jnp.where(mirrored, 1.0 - v, v)[:, None])
+        act = module.apply(p, observe(jnp.where(mirrored, 1.0 - v, v), params, module.win_prob))
         return jnp.where(mirrored, 1.0 - act, act)
 
     def bid_all(stack, values):
@@ -59,7 +71,7 @@ def auction_game(cfg) -> Game:
     role_provider, focal_role = roles(params, cfg.policy.shared)
     module = Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
                       init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
-                      low=0.0, high=1.0)
+                      win_prob=cfg.policy.win_prob, reserve=cfg.env.reserve_price, low=0.0, high=1.0)
     batch, n_opp = cfg.train.batch, cfg.train.opponents
     bid_one, bid_all = make_bidders(module, params, role_provider)
 
@@ -78,6 +90,7 @@ def auction_game(cfg) -> Game:
     def metrics(key, stack):
         return auction_metrics(key, stack, bid_one, bid_all, params, role_provider, focal_role, cfg.train)
 
-    return Game(name=f"auction/{params.format}", n_providers=int(focal_role.shape[0]), obs_dim=1, module=module,
+    return Game(name=f"auction/{params.format}", n_providers=int(focal_role.shape[0]),
+                obs_dim=2 if cfg.policy.win_prob else 1, module=module,
                 fitness=fitness, metrics=metrics,
                 agents_per_iteration=cfg.train.population * batch + n_opp * params.n_roles)

@@ -62,7 +62,10 @@ class PolicyConfig(_Section):
     init_scale: float = Field(1.0, gt=0.0, le=2.0, description="initial action / value (1: truthful)")
     output: Literal["linear", "log"] = Field("linear", description="shading head: clipped linear, or sigmoid in "
                                              "log space with a log-value feature (power-law bids)")
-    init_power: float = Field(0.0, ge=0.0, le=10.0, description="log head: initial action = init_scale · v^init_power")
+    init_power: float = Field(0.0, ge=0.0, le=10.0, description="log head: initial action = init_scale · v^init_power "
+                              "times the value (G(v)^init_power with win_prob)")
+    win_prob: bool = Field(False, description="sealed-bid auctions: the policy also observes G(v) = F(v)^(n−1), the "
+                           "chance that its value is the highest, and starts from init_scale · G(v) times the value")
 
     @field_validator("hidden")
     @classmethod
@@ -118,6 +121,9 @@ def check_training(cfg) -> None:
     if cfg.policy.output == "log" and cfg.policy.init_scale >= (1.0 if env.kind == "auction" else 2.0):
         raise ValueError(f"policy.init_scale: the log head approaches its cap only asymptotically, so the initial "
                          f"action must lie strictly below it, got {cfg.policy.init_scale}")
+    if cfg.policy.win_prob and (env.kind != "auction" or env.auction == "double"):
+        raise ValueError("policy.win_prob: G(v) = F(v)^(n−1) is defined for sealed-bid auctions (first_price, "
+                         "second_price, all_pay) only; set it to false")
     if env.kind == "auction" and env.auction == "double":
         if env.reserve_price:
             raise ValueError("env.reserve_price: the double auction has no reserve price; set it to 0")
