@@ -61,7 +61,6 @@ class EnvParams:
     one: jax.Array  # a traced 1.0 for :func:`coasejax.xla.materialise`
     state: StateParams
     provider: ProviderParams
-    mechanism: str = struct.field(pytree_node=False, default="nash")
     strategy: str = struct.field(pytree_node=False, default="truthful")
     horizon: int = struct.field(pytree_node=False, default=32)
     emitter_first: bool = struct.field(pytree_node=False, default=True)
@@ -89,7 +88,6 @@ class EnvParams:
             one=f(1.0),
             state=StateParams.from_config(cfg),
             provider=ProviderParams.from_config(cfg),
-            mechanism=m.kind,
             strategy=cfg.advocates.strategy,
             horizon=m.horizon,
             emitter_first=m.first_mover == "emitter",
@@ -285,7 +283,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         attempt = honoured = jnp.zeros_like(pop.a, dtype=bool)
         x, to_emitter, tc_emitter = x_sq, zeros_n, zeros_n
         from_victims = tc_victims = jnp.zeros_like(c_nb)
-        g_e, g_v = zeros_n, jnp.zeros_like(c_nb)
+        g_e = zeros_n
         red_excess = jnp.float32(-jnp.inf)
     else:
         # advocates report within their provider's code of conduct
@@ -348,8 +346,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         from_victims = jnp.where(honoured, out.from_victims, 0.0)
         tc_emitter = jnp.where(attempt, terms.tc_emitter, 0.0)
         tc_victims = jnp.where(attempt, tc_v, 0.0)  # f32[k, N]
-        g_e = jnp.where(honoured, g_e, -tc_emitter)  # realised gains: a breached deal only costs
-        g_v = jnp.where(honoured, g_v, -tc_victims)
+        g_e = jnp.where(honoured, g_e, -tc_emitter)  # realised gain: a breached deal only costs (victims: see below)
         red_excess = jnp.float32(-jnp.inf)
         if indiv.red_line is not None:
             harm_over = params.w * c_nb * x - graph.out(indiv.red_line)
