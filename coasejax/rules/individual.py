@@ -22,7 +22,7 @@ from flax import struct
 
 from coasejax.population import sample
 from coasejax.rules.base import Constraint, Layer
-from coasejax.rules.state import allowance
+from coasejax.rules.state import allowance, taxed_activity
 
 TRAITS = ("red_line", "reservation", "altruism", "budget_share")
 
@@ -68,9 +68,7 @@ def _red_line(p: IndividualParams, ctx: dict):
 
 
 def _share_tax(p: IndividualParams, ctx: dict):
-    tax = ctx["tax"]
-    own = p.budget_share * allowance(ctx["wealth"], ctx["k"])
-    return None, jnp.where(tax > 0, own / jnp.where(tax > 0, tax, 1.0), jnp.inf)
+    return None, taxed_activity(p.budget_share * allowance(ctx["wealth"], ctx["k"]), ctx["tax"])
 
 
 def _share_emitter(p: IndividualParams, ctx: dict):

@@ -76,9 +76,13 @@ def _cap(params: StateParams, ctx: dict):
     return None, jnp.where(ctx["capped"], params.cap, jnp.inf)
 
 
+def taxed_activity(budget: jax.Array, tax: jax.Array) -> jax.Array:
+    """The most activity whose tax bill ``τx`` fits in ``budget`` (∞ without a tax)."""
+    return jnp.where(tax > 0, budget / jnp.where(tax > 0, tax, 1.0), jnp.inf)
+
+
 def _tax_budget(params: StateParams, ctx: dict):
-    tax = params.pigou_tax
-    return None, jnp.where(tax > 0, allowance(ctx["wealth"], ctx["k"]) / jnp.where(tax > 0, tax, 1.0), jnp.inf)
+    return None, taxed_activity(allowance(ctx["wealth"], ctx["k"]), params.pigou_tax)
 
 
 def _budget_emitter(params: StateParams, ctx: dict):
