@@ -8,8 +8,10 @@ rules out overbidding, which is weakly dominated in every auction here. The skip
 truthful bidding, or a truthful report) and the MLP's output layer at zero. ``output="log"`` computes the factor in
 log space with a ``log v`` feature instead (power-law bids). With ``win_prob`` the observation's last feature is
 ``G(v) = F(v)^(n−1)`` (:func:`coasejax.train.auction_game.observe`): the linear head's skip then acts in bid space on
-``[1, v, v G(v)]``, from ``b = init_scale · v G(v)``, and the log head's log feature is ``log G(v)`` (the all-pay
-preset: linear, ``win_prob``).
+features chosen from ``[r, v, v G(v), r G(r)/G(v)]``, which hold the first-price and the all-pay equilibria for every
+n, F and reserve r, without a cap at the value, and the log head's log feature is ``log G(v)`` (the first-price and
+all-pay presets: linear, ``win_prob``, no MLP).
+Without hidden layers there is no MLP residual at all (a linear layer on the features would only duplicate the skip).
 
 Parameters are a plain pytree (``{"params": {...}}``). Agents served by the same provider share one parameter set;
 providers' parameter sets are stacked on a leading axis ``P`` (:func:`init_stack`), so a population of policies is
@@ -29,6 +31,7 @@ ACTIVATIONS: dict[str, Callable] = {"tanh": jnp.tanh, "relu": nn.relu, "selu": n
 OUTPUTS = ("linear", "log")
 LOG_FLOOR = 1e-3  # the log feature of the "log" head is log max(v, LOG_FLOOR) (bounded input for the MLP)
 LOG_TEMP = 0.1  # the "log" head's log s = −τ·softplus(−z/τ): a smoothed min(z, 0)
+SKIP_FEATURES = ("r", "v", "vG", "rho")  # the win_prob head's bid-space skip features, in order (Advocate's doc)
 
 
 class Advocate(nn.Module):
@@ -36,11 +39,19 @@ class Advocate(nn.Module):
 
     * ``output="linear"``: ``s = clip(w·obs + b + MLP(obs), low, high)``; the skip starts at ``w = 0`` and
       ``b = init_scale`` (1: the truthful action), the MLP's last layer at zero. With ``win_prob`` (``obs[..., -1]``
-      is ``G(v)``) the head works in bid space instead: ``clip(w·[r, v, v G(v)] + v·MLP(obs), low·v, high·v)`` with
-      ``r = reserve`` and ``w = [0, 0, init_scale]`` at the start; the all-pay equilibrium
-      ``r/(m+1) + m v G(v)/(m+1)`` is in this family for every n, F and r. There is no free constant: a bid offset
-      common to all types is (to first order) neutral for every type, so self-play would drift along it; the
-      reserve's ``w_r · r`` is pinned by the participation margin and vanishes without a reserve.
+      is ``G(v)``) the head works in bid space instead: ``b = max(w·φ + v·MLP(obs), low·v)`` on the features ``φ``
+      named by ``features`` from ``r = reserve``, ``v``, ``v G(v)`` and the reserve's share
+      ``ρ = r G(r)/G(max(v, r))`` (given a win, the chance that no rival bid, so the reserve sets the price). The
+      first-price equilibrium ``v − ∫_r^v G/G(v) = m v/(m+1) + ρ/(m+1)`` needs ``[v, ρ]``, the all-pay one
+      ``r/(m+1) + m v G(v)/(m+1)`` (``G = v^m``) ``[r, v G(v)]``
+      (:func:`coasejax.train.auction_game.skip_features`). The skip starts at ``init_scale`` on the feature
+      ``start`` (``v`` for first price: ``b = init_scale · v``; ``vG`` for all-pay: ``b = init_scale · v G(v)``),
+      0 elsewhere. There is no free constant: a bid offset common to all types is (to first order) neutral for every
+      type, so self-play would drift along it; the reserve's ``w_r · r`` is pinned by the participation margin and
+      vanishes without a reserve. There is no cap at the value either: overbidding is dominated and costs utility,
+      so ES learns not to; a clip at ``b = v`` left a flat fitness wherever Adam's first steps overshot it (the
+      first-price equilibrium bids 97% of the value at n = 10, F = v⁴), and a fold at the cap biased the
+      pseudo-gradient at the equilibrium's own edge ``b(r) = r`` (BENCHMARKS.md, "Training").
     * ``output="log"``: ``s = high · exp(−τ·softplus(−z/τ))`` (``τ = LOG_TEMP``: ``log s`` is a smoothed
       ``min(z, 0)`` plus ``log high``; ``low`` is taken to be 0), ``z = w·x + b + MLP(x)`` on the features
       ``x = [obs, log max(obs[..., 0], LOG_FLOOR)]`` (``obs[..., -1]``, i.e. ``G(v)``, with ``win_prob``). The skip
@@ -60,37 +71,47 @@ class Advocate(nn.Module):
     init_power: float = 0.0
     win_prob: bool = False  # obs[..., -1] is G(v), the chance that the own value is the highest (see the class doc)
     reserve: float = 0.0  # with win_prob: the reserve price r, a feature of the bid-space skip
+    win_exponent: float = 0.0  # with win_prob: m = a(n − 1), G(v) = v^m, for the reserve's share ρ = r G(r)/G(v)
+    features: tuple[str, ...] = SKIP_FEATURES  # with win_prob: the bid-space skip's features (a subset, in order)
+    start: str = "vG"  # with win_prob: the skip feature that starts at init_scale (one of ``features``)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         if self.output == "log":
             return obs[..., 0] * self._log_head(obs, act)
-        h = obs
-        for width in self.hidden:
-            h = act(nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(h))
-        residual = nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
-
-        if self.win_prob:  # in bid space: clip(w·[r, v, v G(v)] + v·MLP, low·v, high·v), from init_scale · v G(v)
-            scale, v = self.init_scale, obs[..., 0]
+        residual = self._mlp(obs, act)
+        if self.win_prob:  # in bid space: w·[r, v, v G(v), ρ] + v·MLP, at least low·v, no cap
+            scale, v, g = self.init_scale, obs[..., 0], obs[..., -1]
+            start = self.features.index(self.start)
 
             def kernel_init(key, shape, dtype=jnp.float32):
-                return jnp.zeros(shape, dtype).at[-1].set(scale)
+                return jnp.zeros(shape, dtype).at[start].set(scale)
 
-            feats = jnp.stack([jnp.full_like(v, self.reserve), v, v * obs[..., -1]], axis=-1)
+            r, m = self.reserve, self.win_exponent  # ρ = r G(r)/G(max(v, r)) = r (r/max(v, r))^m: no 0/0 where
+            share = r * (r / jnp.maximum(v, r)) ** m if r > 0 else jnp.zeros_like(v)  # r^m underflows (m = 36)
+            every = {"r": jnp.full_like(v, r), "v": v, "vG": v * g, "rho": share}
+            feats = jnp.stack([every[name] for name in self.features], axis=-1)
             skip = nn.Dense(1, use_bias=False, kernel_init=kernel_init)(feats)[..., 0]
-            return jnp.clip(skip + v * residual, self.low * v, self.high * v)
+            return jnp.maximum(skip + v * residual, self.low * v)  # no cap at the value: see the class doc
         skip_init = nn.initializers.constant(self.init_scale)
         skip = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=skip_init)(obs)[..., 0]
         return obs[..., 0] * jnp.clip(skip + residual, self.low, self.high)
 
-    def _log_head(self, obs: jax.Array, act: Callable) -> jax.Array:
-        base = obs[..., -1:] if self.win_prob else obs[..., :1]  # log G(v) or log v
-        x = jnp.concatenate([obs, jnp.log(jnp.maximum(base, LOG_FLOOR))], axis=-1)
+    def _mlp(self, x: jax.Array, act: Callable) -> jax.Array | float:
+        """The MLP residual, its output layer started at zero; none (0) without hidden layers, where a linear layer
+        on the features would only duplicate the skip (redundant directions that ES noise wanders along)."""
+        if not self.hidden:
+            return 0.0
         h = x
         for width in self.hidden:
             h = act(nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(h))
-        residual = nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
+        return nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
+
+    def _log_head(self, obs: jax.Array, act: Callable) -> jax.Array:
+        base = obs[..., -1:] if self.win_prob else obs[..., :1]  # log G(v) or log v
+        x = jnp.concatenate([obs, jnp.log(jnp.maximum(base, LOG_FLOOR))], axis=-1)
+        residual = self._mlp(x, act)
         frac = min(max(self.init_scale / self.high, 1e-3), 1.0 - 1e-3)
         skip_init = nn.initializers.constant(-LOG_TEMP * math.log(math.expm1(-math.log(frac) / LOG_TEMP)))
         power = self.init_power

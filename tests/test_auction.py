@@ -9,7 +9,7 @@ import pytest
 
 from coasejax.config import ConfigError, load_config
 from coasejax.envs import auction
-from coasejax.eval.equilibrium import best_response, equilibrium_bid
+from coasejax.eval.equilibrium import best_response, equilibrium_bid, first_price_bid
 
 KEY = jax.random.PRNGKey(0)
 
@@ -61,6 +61,29 @@ def test_double_auction_linear_equilibrium_is_a_best_response_for_both_roles():
     v = jnp.array([0.0, 0.5, 1.0])
     np.testing.assert_allclose(equilibrium_bid(p, v, 0), 2 * v / 3 + 1 / 12, atol=1e-6)
     np.testing.assert_allclose(equilibrium_bid(p, v, 1), 2 * v / 3 + 1 / 4, atol=1e-6)
+
+
+def test_first_price_reserve_terms_stay_finite_where_powers_underflow():
+    """n = 10, F(v) = v⁴ (m = 36), reserve 0.05: r^(m+1) and v^m underflow in float32 below v ≈ 0.09, so the reserve
+    term must be computed as r (r/v)^m. The equilibrium bid is finite, equals the reserve at v = r and 36v/37 plus a
+    vanishing term above; the policy's reserve-share feature is finite too (it had been 0/0 there)."""
+    from coasejax.config import load_config as lc
+    from coasejax.train import es
+    from coasejax.train.auction_game import auction_game, make_bidders
+
+    v = jnp.linspace(0.0, 1.0, 201)
+    b = first_price_bid(v, 10, 4.0, 0.05)
+    assert bool(jnp.all(jnp.isfinite(b)))
+    np.testing.assert_allclose(first_price_bid(jnp.array([0.05]), 10, 4.0, 0.05), [0.05], rtol=1e-6)
+    above = v >= 0.1
+    np.testing.assert_allclose(b[above], 36 * v[above] / 37, atol=1e-6)
+    cfg = lc("auction_first_price", ["env.n_bidders=10", "env.value_dist=power:4", "env.reserve_price=0.05",
+                                     "policy.init_scale=0.5"])
+    game = auction_game(cfg)
+    state = es.init(game, cfg.train, KEY)
+    bid_one, _ = make_bidders(game.module, auction.AuctionParams.from_config(cfg.env), jnp.zeros((10,), jnp.int32))
+    bids = bid_one(jax.tree.map(lambda x: x[0], state.params), v, 0)
+    np.testing.assert_allclose(bids, 0.5 * v, atol=1e-7)  # the start: b = 0.5 v, finite everywhere
 
 
 def test_best_response_check_detects_a_non_equilibrium():
@@ -163,18 +186,28 @@ def test_learned_bids_recover_equilibrium(preset, sets, rmse, tmp_path: Path):
     assert summary["train_seconds"] < 120
 
 
-@pytest.mark.parametrize("sets,rmse", [
-    (["env.n_bidders=3", "env.value_dist=power:2.5", "env.reserve_price=0.3"], 0.02),
-    (["env.n_bidders=10", "env.value_dist=power:0.5", "env.reserve_price=0.1"], 0.02),
-], ids=["fp_n3_power2.5_reserve0.3", "fp_n10_power0.5_reserve0.1"])
-def test_learned_first_price_across_ranges(sets, rmse, tmp_path: Path):
-    """Beyond the must-show cases: power distributions, reserve prices and n = 10 (first price, 400 iterations, population 128)."""
+FIRST_PRICE_BUDGET = ["train.iterations=1200", "train.population=128", "checkpoint.every=0"]
+
+
+@pytest.mark.parametrize("sets", [
+    ["env.n_bidders=3", "env.value_dist=power:2.5", "env.reserve_price=0.3"],
+    ["env.n_bidders=10", "env.value_dist=power:0.5", "env.reserve_price=0.1"],
+    ["env.n_bidders=10", "env.value_dist=power:4", "env.reserve_price=0.2"],
+    ["env.value_dist=power:0.5", "env.reserve_price=0.45"],
+    ["env.n_bidders=10", "env.value_dist=power:0.5", "env.reserve_price=0.45"],
+], ids=["n3_power2.5_reserve0.3", "n10_power0.5_reserve0.1", "n10_power4_reserve0.2", "n2_power0.5_reserve0.45",
+        "n10_power0.5_reserve0.45"])
+def test_learned_first_price_across_ranges(sets, tmp_path: Path):
+    """Beyond the must-show cases: power distributions, reserve prices and n = 10, including the two kinds of setting
+    the preset's earlier shading head failed (BENCHMARKS.md, "Training"): n = 10, F(v) = v⁴, where the equilibrium
+    bids 36/37 of the value and the bidders' surplus is 0.003 (Adam's first steps overshot a cap b ≤ v, so the head
+    has none), and large reserves, where the bid jumps to the reserve at v = r (the feature ρ = r G(r)/G(v) carries
+    that part; n = 10, F(v) = v^0.5, reserve 0.45 drifted away under a folded cap). bne_rmse ≤ 0.02 and
+    utility_loss_rel ≤ 0.01 at a reduced budget (1200 iterations, population 128)."""
     from coasejax.train.run import train
 
-    cfg = load_config("auction_first_price", [*sets, "train.iterations=400", "train.population=128",
-                                              "checkpoint.every=0"])
-    summary = train(cfg, tmp_path)
-    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= rmse, summary
+    summary = train(load_config("auction_first_price", [*sets, *FIRST_PRICE_BUDGET]), tmp_path)
+    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= 0.02, summary
 
 
 ALL_PAY_BUDGET = ["train.iterations=800", "train.population=128", "checkpoint.every=0"]
@@ -190,7 +223,7 @@ def test_learned_all_pay_across_ranges(sets, tmp_path: Path):
     for large ``m = a(n − 1)``: n = 3, F(v) = v², reserve 0.1 (m = 4: bids only from v ≥ 0.63); the far corner of the
     ranges, n = 10, F(v) = v⁴, reserve 0.2 (m = 36: b ≈ 0 below v ≈ 0.96, then rising like v³⁷ to 0.98; the bidders'
     equilibrium surplus is only 0.0013); and n = 2 uniform from ``b = 0.25 v²`` (the preset's own start, 0.5 v², is
-    that case's equilibrium). The preset (``policy.win_prob``: a bid-space skip on ``[r, v, v G(v)]``) learns each
+    that case's equilibrium). The preset (``policy.win_prob``: a bid-space skip on ``[r, v, v G(v), r G(r)/G(v)]``) learns each
     to bne_rmse ≤ 0.02 and utility_loss_rel ≤ 0.01 at a reduced budget (800 iterations, population 128; the preset's
     full budget is recorded in BENCHMARKS.md, "Training")."""
     from coasejax.train.run import train

@@ -24,13 +24,16 @@ def cli(*args):
 
 def test_es_pseudo_gradient_points_up_the_utility():
     """From truthful bidding in a first-price auction (n = 2), lowering bids raises utility: the pseudo-gradient's
-    step on the skip bias (the shading factor) is negative, and one Adam step raises the ex-ante utility."""
-    cfg = load_config("auction_first_price", [*TINY, "train.population=256", "train.batch=2048"])
+    step on the bid-space skip's weight on v is negative, and one Adam step raises the ex-ante utility."""
+    cfg = load_config("auction_first_price", [*TINY, "train.population=256", "train.batch=2048",
+                                              "policy.init_scale=1"])
     game = make_game(cfg)
     state = es.init(game, cfg.train, jax.random.PRNGKey(0))
     new, m = es.es_step(game, cfg.train, state)
-    bias = lambda s: float(s.params["params"]["Dense_2"]["bias"][0, 0])  # noqa: E731
-    assert bias(new) < bias(state) == 1.0
+    from coasejax.train.auction_game import skip_features
+
+    w_v = lambda s: float(s.params["params"]["Dense_0"]["kernel"][0, skip_features("first_price").index("v"), 0])  # noqa: E731
+    assert w_v(new) < w_v(state) == 1.0
 
     def utility(params):
         return float(game.fitness(jax.random.PRNGKey(5), params, 0, params)[0])

@@ -21,8 +21,8 @@ def first_price_bid(v: jax.Array, n: int, a: float = 1.0, r: float = 0.0) -> jax
     """
     m = a * (n - 1)
     b = m * v / (m + 1)
-    if r > 0:
-        b = b + r ** (m + 1) / ((m + 1) * jnp.maximum(v, r) ** m)
+    if r > 0:  # r (r/v)^m, not r^(m+1)/v^m: both powers underflow in float32 for large m (0/0 below v ≈ 0.09, m = 36)
+        b = b + r * (r / jnp.maximum(v, r)) ** m / (m + 1)
     return jnp.where(v >= r, b, 0.0)
 
 

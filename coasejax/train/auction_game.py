@@ -5,7 +5,9 @@ served by one provider (symmetric self-play: the focal bidder, role 0, deviates 
 the current shared policy); otherwise bidder j has its own provider j. The double auction always has two providers,
 the buyer's and the seller's. A bidder's policy sees its own value (``obs = [v]``, or ``[v, G(v)]`` with
 ``policy.win_prob``, ``G(v) = F(v)^(n−1)``) and bids ``v · s(obs) ≤ v``, starting from ``b = policy.init_scale · v``
-(times ``v^policy.init_power`` with ``policy.output: log``; times ``G(v)`` with ``policy.win_prob``;
+(times ``v^policy.init_power`` with ``policy.output: log``; with ``policy.win_prob`` a bid-space skip on the
+features of the format's equilibrium (:func:`skip_features`) from ``init_scale · v``, or ``init_scale · v G(v)`` in
+the all-pay auction;
 :class:`coasejax.policies.Advocate`). The seller of the double auction sees the mirror image: its policy gets
 ``1 − c`` and its ask is ``1 − π(1 − c) ≥ c``, so asks start truthful and never go below cost.
 
@@ -50,6 +52,15 @@ def observe(v: jax.Array, params: auction.AuctionParams, with_win_prob: bool) ->
     return jnp.stack([v, win_prob(v, params)], axis=-1) if with_win_prob else v[:, None]
 
 
+def skip_features(fmt: str) -> tuple[str, ...]:
+    """The ``policy.win_prob`` head's bid-space skip features for an auction format (:class:`Advocate`): the
+    all-pay equilibrium ``r/(m+1) + m v G(v)/(m+1)`` needs ``r`` and ``v G(v)``, the first-price one
+    ``m v/(m+1) + ρ/(m+1)`` needs ``v`` and ``ρ`` (second price: ``v``). Features outside the format's family are
+    left out: in self-play ES drifts along them (the first price with ``r`` and ``v G(v)`` as well, started from
+    truthful bids, drifted to bne_rmse 0.08 at n = 2, uniform, reserve 0.4; BENCHMARKS.md)."""
+    return ("r", "v", "vG", "rho") if fmt == "all_pay" else ("v", "rho")
+
+
 def make_bidders(module: Advocate, params: auction.AuctionParams, role_provider: jax.Array):
     """``(bid_one, bid_all)``: ``bid_one(provider_params, v f32[G], role) -> f32[G]`` and
     ``bid_all(stack, values f32[M, R]) -> f32[M, R]`` (role j played by provider ``role_provider[j]``)."""
@@ -71,7 +82,10 @@ def auction_game(cfg) -> Game:
     role_provider, focal_role = roles(params, cfg.policy.shared)
     module = Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
                       init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
-                      win_prob=cfg.policy.win_prob, reserve=cfg.env.reserve_price, low=0.0, high=1.0)
+                      win_prob=cfg.policy.win_prob, reserve=cfg.env.reserve_price,
+                      win_exponent=float(params.power) * (params.n_roles - 1),
+                      features=skip_features(params.format), start="vG" if params.format == "all_pay" else "v",
+                      low=0.0, high=1.0)
     batch, n_opp = cfg.train.batch, cfg.train.opponents
     bid_one, bid_all = make_bidders(module, params, role_provider)
 

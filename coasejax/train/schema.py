@@ -65,7 +65,8 @@ class PolicyConfig(_Section):
     init_power: float = Field(0.0, ge=0.0, le=10.0, description="log head: initial action = init_scale · v^init_power "
                               "times the value (G(v)^init_power with win_prob)")
     win_prob: bool = Field(False, description="sealed-bid auctions: the policy also observes G(v) = F(v)^(n−1), the "
-                           "chance that its value is the highest, and starts from init_scale · G(v) times the value")
+                           "chance that its value is the highest; the linear head is then linear in bid space on the "
+                           "features of the format's equilibrium (docs/training.md)")
 
     @field_validator("hidden")
     @classmethod
