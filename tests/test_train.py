@@ -32,7 +32,8 @@ def test_es_pseudo_gradient_points_up_the_utility():
     new, m = es.es_step(game, cfg.train, state)
     from coasejax.train.auction_game import skip_features
 
-    w_v = lambda s: float(s.params["params"]["Dense_0"]["kernel"][0, skip_features("first_price").index("v"), 0])  # noqa: E731
+    i_v = skip_features("first_price").index("v")
+    w_v = lambda s: float(s.params["params"]["Dense_0"]["kernel"][0, i_v, 0])  # noqa: E731
     assert w_v(new) < w_v(state) == 1.0
 
     def utility(params):

@@ -5,9 +5,9 @@ served by one provider (symmetric self-play: the focal bidder, role 0, deviates 
 the current shared policy); otherwise bidder j has its own provider j. The double auction always has two providers,
 the buyer's and the seller's. A bidder's policy sees its own value (``obs = [v]``, or ``[v, G(v)]`` with
 ``policy.win_prob``, ``G(v) = F(v)^(n−1)``) and bids ``v · s(obs) ≤ v``, starting from ``b = policy.init_scale · v``
-(times ``v^policy.init_power`` with ``policy.output: log``; with ``policy.win_prob`` a bid-space skip on the
-features of the format's equilibrium (:func:`skip_features`) from ``init_scale · v``, or ``init_scale · v G(v)`` in
-the all-pay auction;
+(times ``v^policy.init_power`` with ``policy.output: log``; with ``policy.win_prob`` instead an uncapped bid-space
+skip on the features of the format's equilibrium (:func:`skip_features`) from ``init_scale · v``, or
+``init_scale · v G(v)`` in the all-pay auction;
 :class:`coasejax.policies.Advocate`). The seller of the double auction sees the mirror image: its policy gets
 ``1 − c`` and its ask is ``1 − π(1 − c) ≥ c``, so asks start truthful and never go below cost.
 
