@@ -44,12 +44,23 @@ def roles(params: auction.AuctionParams, shared: bool) -> tuple[jax.Array, jax.A
 def win_prob(v: jax.Array, params: auction.AuctionParams) -> jax.Array:
     """``G(v) = F(v)^(n−1) = v^(a(n−1))``: the chance that value v is the highest of the n (the distribution of the
     highest opposing value). A feature computed from the game's public parameters (``policy.win_prob``)."""
-    return v ** (params.power * (params.n_roles - 1))
+    return v ** win_exponent(params)
+
+
+def win_exponent(params: auction.AuctionParams) -> float:
+    """``m = a(n − 1)``: ``G(v) = v^m`` (a static number: the game's parameters are fixed per config)."""
+    return float(params.power) * (params.n_roles - 1)
 
 
 def observe(v: jax.Array, params: auction.AuctionParams, with_win_prob: bool) -> jax.Array:
     """``f32[G, d]``: a bidder's observation, ``[v]``, or ``[v, G(v)]`` with ``policy.win_prob``."""
     return jnp.stack([v, win_prob(v, params)], axis=-1) if with_win_prob else v[:, None]
+
+
+def skip_start(fmt: str) -> str:
+    """The skip feature that starts at ``policy.init_scale``: ``vG`` (from ``init_scale · v G(v)``) in the all-pay
+    auction, ``v`` (from ``init_scale · v``) otherwise."""
+    return "vG" if fmt == "all_pay" else "v"
 
 
 def skip_features(fmt: str) -> tuple[str, ...]:
@@ -83,8 +94,8 @@ def auction_game(cfg) -> Game:
     module = Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
                       init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
                       win_prob=cfg.policy.win_prob, reserve=cfg.env.reserve_price,
-                      win_exponent=float(params.power) * (params.n_roles - 1),
-                      features=skip_features(params.format), start="vG" if params.format == "all_pay" else "v",
+                      win_exponent=win_exponent(params), features=skip_features(params.format),
+                      start=skip_start(params.format),
                       low=0.0, high=1.0)
     batch, n_opp = cfg.train.batch, cfg.train.opponents
     bid_one, bid_all = make_bidders(module, params, role_provider)
