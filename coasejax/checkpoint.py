@@ -1,7 +1,9 @@
 """Orbax checkpoints of training runs: periodic, atomic, the latest k and the best kept.
 
-A checkpoint ``OUT/checkpoints/<step>/`` holds two items: ``state`` (parameters, optimiser state, the run's RNG key and
-the step, all with a leading seed axis) and ``config`` (the resolved config as JSON). Orbax writes each checkpoint to a
+A checkpoint ``OUT/checkpoints/<step>/`` holds three items: ``state`` (parameters, optimiser state, the run's RNG key
+and the step, and for PPO the environment and the opponent pool, all with a leading seed axis), ``config`` (the
+resolved config as JSON) and ``meta`` (:func:`metadata`: what ``coasejax compare`` needs to seat the policy —
+scenario, observation and action layouts, config hash, package version). Orbax writes each checkpoint to a
 temporary folder and renames it when complete, so a run killed mid-write leaves the previous checkpoints intact.
 Retention: the latest ``checkpoint.keep`` checkpoints plus the one with the best ``checkpoint.best_metric``.
 
@@ -12,6 +14,9 @@ before JAX ever sees the saved arrays.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -46,21 +51,64 @@ def manager(directory: Path, keep: int = 3, best_metric: str | None = None, read
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)
     try:
-        return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=("state", "config"))
+        return ocp.CheckpointManager(Path(directory).absolute(), options=options,
+                                     item_names=("state", "config", "meta"))
     finally:
         absl_logger.setLevel(level)
 
 
 def state_tree(state) -> dict:
-    """A :class:`coasejax.train.es.TrainState` as a plain dict pytree."""
-    return {"params": state.params, "opt_state": state.opt_state, "key": state.key, "step": state.step}
+    """A training state (:class:`coasejax.train.es.TrainState` or :class:`coasejax.train.ppo.PPOState`) as a plain
+    dict pytree; a field that is a ``flax.struct`` dataclass (PPO's environment) becomes a dict of its fields."""
+    def plain(v):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.metadata.get("pytree_node", True)}
+        return v
+
+    return {k: plain(v) for k, v in state._asdict().items()}
 
 
-def save(mngr, step: int, state, config: dict, metrics: dict | None = None) -> None:
-    """Save ``state`` and the resolved ``config`` as checkpoint ``step`` (blocking until it is on disk)."""
+def from_tree(template, tree: dict):
+    """The inverse of :func:`state_tree`, shaped like ``template``."""
+    fields = {}
+    for k, v in template._asdict().items():
+        fields[k] = v.replace(**tree[k]) if dataclasses.is_dataclass(v) and not isinstance(v, type) else tree[k]
+    return type(template)(**fields)
+
+
+def config_hash(config: dict) -> str:
+    """A short hash of the resolved config (JSON with sorted keys)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def metadata(cfg, config: dict) -> dict:
+    """What a checkpoint records for ``coasejax compare``: scenario, algorithm, observation and action layouts,
+    number of providers and their kinds, network, config hash and package version."""
+    from coasejax import __version__
+
+    meta = {"scenario": cfg.env.kind, "algo": cfg.train.algo, "mechanism": cfg.mechanism.kind,
+            "providers": cfg.providers.count, "config_hash": config_hash(config), "version": __version__,
+            "policy_hidden": list(cfg.policy.hidden)}
+    if cfg.train.algo == "ppo":
+        from coasejax.envs import negotiation
+
+        meta.update(observation=list(negotiation.OBSERVATION), actions=list(negotiation.ACTIONS),
+                    advocates=list(cfg.providers.advocates()))
+    elif cfg.env.kind == "auction":
+        e = cfg.env
+        meta.update(observation=["v", "G(v)"] if cfg.policy.win_prob else ["v"], actions=["bid"],
+                    auction={"format": e.auction, "n_bidders": e.n_bidders, "value_dist": e.value_dist,
+                             "reserve_price": e.reserve_price, "k": e.k})
+    return meta
+
+
+def save(mngr, step: int, state, config: dict, metrics: dict | None = None, meta: dict | None = None) -> None:
+    """Save ``state``, the resolved ``config`` and ``meta`` as checkpoint ``step`` (blocking until it is on disk)."""
     clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)} or None
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree(state)),
-                                            config=ocp.args.JsonSave(config)), metrics=clean, force=True)
+    items = {"state": ocp.args.StandardSave(state_tree(state)), "config": ocp.args.JsonSave(config)}
+    if meta is not None:
+        items["meta"] = ocp.args.JsonSave(meta)
+    mngr.save(step, args=ocp.args.Composite(**items), metrics=clean, force=True)
     mngr.wait_until_finished()
 
 
@@ -77,15 +125,26 @@ def saved_config(mngr, step: int) -> dict:
                               f"({type(e).__name__})") from None
 
 
+def saved_meta(mngr, step: int) -> dict | None:
+    """The ``meta`` item of checkpoint ``step`` (None for checkpoints written before it existed)."""
+    if not (Path(mngr.directory) / str(step) / "meta").exists():
+        return None
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {step} in {mngr.directory}: cannot read its metadata "
+                              f"({type(e).__name__})") from None
+
+
 def restore(mngr, step: int, template) -> Any:
-    """Restore checkpoint ``step`` into the structure, shapes and dtypes of ``template`` (a ``TrainState``)."""
+    """Restore checkpoint ``step`` into the structure, shapes and dtypes of ``template`` (a training state)."""
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_tree(template))
     try:
         tree = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {step} in {mngr.directory}: cannot restore its state "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    return type(template)(tree["params"], tree["opt_state"], tree["key"], tree["step"])
+    return from_tree(template, tree)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

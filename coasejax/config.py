@@ -166,6 +166,8 @@ class ProvidersConfig(_Section):
     protocol: Protocol | list[Protocol] | None = Field(
         None, description="bargaining protocol each provider's advocates run in the bargains its clients lead as "
                           "emitters: none | nash | lindahl | alternating | clarke, one or a list (null: mechanism.kind)")
+    advocate: Literal["learned", "truthful"] | list[Literal["learned", "truthful"]] = Field(
+        "learned", description="coase_rounds: each provider's advocates are trained (learned) or scripted truthful")
     switching_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability a client reviews its provider per round")
     inertia: float = Field(0.0, ge=0.0, description="utility bonus of staying with the current provider (logit)")
     temperature: float = Field(0.1, gt=0.0, description="logit temperature of provider choice")
@@ -184,6 +186,9 @@ class ProvidersConfig(_Section):
                                  f"numbers, got {len(v)}")
             if not all(math.isfinite(x) and lo <= x <= hi for x in vals):
                 raise ValueError(f"providers.{name}: values must lie in [{lo:g}, {hi:g}], got {v}")
+        if isinstance(self.advocate, list) and len(self.advocate) != self.count:
+            raise ValueError(f"providers.advocate: expected one value or a list of providers.count={self.count} "
+                             f"values, got {len(self.advocate)}")
         if isinstance(self.protocol, list) and len(self.protocol) != self.count:
             raise ValueError(f"providers.protocol: expected one protocol or a list of providers.count={self.count} "
                              f"protocols, got {len(self.protocol)}")
@@ -193,6 +198,11 @@ class ProvidersConfig(_Section):
         """Each provider's protocol (``default``, the mechanism's kind, where ``providers.protocol`` is null)."""
         p = self.protocol if self.protocol is not None else default
         return tuple(p) if isinstance(p, list) else (p,) * self.count
+
+    def advocates(self) -> tuple[str, ...]:
+        """Each provider's advocate kind (``learned`` or ``truthful``)."""
+        a = self.advocate
+        return tuple(a) if isinstance(a, list) else (a,) * self.count
 
     def per_provider(self, name: str, default: float | None = None) -> list[float] | None:
         """``providers.<name>`` as a list of ``count`` numbers (``default`` when the key is null)."""
@@ -231,7 +241,8 @@ class MechanismConfig(_Section):
     discount_emitter: float = Field(0.95, gt=0.0, lt=1.0, description="alternating: emitter's discount factor")
     discount_victims: float = Field(0.95, gt=0.0, lt=1.0, description="alternating: victims' discount factor")
     horizon: int = Field(32, ge=1, le=4096, description="alternating: maximum number of offers")
-    first_mover: Literal["emitter", "victims"] = "emitter"
+    first_mover: Literal["emitter", "victims", "random"] = Field(
+        "emitter", description="alternating: who proposes first (random: drawn per episode, env.kind coase_rounds)")
 
 
 class AdvocatesConfig(_Section):
@@ -268,6 +279,9 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check(self) -> "Config":
         check_training(self)
+        if self.mechanism.first_mover == "random" and self.env.kind != "coase_rounds":
+            raise ValueError("mechanism.first_mover: random (drawn per episode) needs env.kind coase_rounds; "
+                             "use emitter or victims")
         bad = [p for p in self.providers.protocols(self.mechanism.kind) if p not in ("none", "lindahl", "clarke")]
         if self.advocates.strategy == "best_response" and bad:
             where = "providers.protocol" if self.providers.protocol is not None else "mechanism.kind"

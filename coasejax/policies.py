@@ -132,3 +132,36 @@ def init_stack(module: Advocate, key: jax.Array, n_providers: int, obs_dim: int)
 def take(stack, index: jax.Array):
     """The parameters of provider(s) ``index`` from a stack (``index`` scalar or ``i32[R]``)."""
     return jax.tree.map(lambda x: x[index], stack)
+
+
+class ActorCritic(nn.Module):
+    """``f32[..., d] → (mean f32[..., A], log_std f32[A], value f32[...])``: the PPO advocate of multi-round games.
+
+    The actor is an MLP whose output layer starts near zero with biases ``init_bias`` (so every seat starts at the
+    same, chosen actions), and the action distribution is a Gaussian in an unbounded space with a learned,
+    state-independent log-sd, squashed into each action's bounded range by the environment's caller
+    (:func:`coasejax.train.ppo.squash`). The critic is a separate MLP of the same widths.
+    """
+
+    hidden: Sequence[int] = (64, 64)
+    n_actions: int = 4
+    activation: str = "tanh"
+    init_bias: tuple[float, ...] = ()
+    init_log_std: float = -0.5
+
+    @nn.compact
+    def __call__(self, obs: jax.Array):
+        act = ACTIVATIONS[self.activation]
+        ortho = nn.initializers.orthogonal
+
+        def torso(x, name):
+            for i, width in enumerate(self.hidden):
+                x = act(nn.Dense(width, kernel_init=ortho(math.sqrt(2.0)), name=f"{name}_{i}")(x))
+            return x
+
+        bias = jnp.asarray(self.init_bias or (0.0,) * self.n_actions, jnp.float32)
+        mean = nn.Dense(self.n_actions, kernel_init=ortho(0.01), bias_init=lambda *_: bias,
+                        name="actor_out")(torso(obs, "actor"))
+        value = nn.Dense(1, kernel_init=ortho(1.0), name="critic_out")(torso(obs, "critic"))[..., 0]
+        log_std = self.param("log_std", nn.initializers.constant(self.init_log_std), (self.n_actions,))
+        return mean, log_std, value

@@ -106,3 +106,24 @@ def make_chunk(game: Game, tc, length: int):
 def init_states(game: Game, tc) -> TrainState:
     """Initial states of all seeds (leading seed axis S)."""
     return jax.vmap(lambda k: init(game, tc, k))(seed_keys(tc))
+
+
+class ES:
+    """Evolution strategies on ``game`` with the interface :mod:`coasejax.train.run` drives (as
+    :class:`coasejax.train.ppo.PPO`)."""
+
+    def __init__(self, game: Game, tc):
+        self.game, self.tc = game, tc
+        self.name, self.n_providers = game.name, game.n_providers
+        self.agents_per_iteration = game.n_providers * game.agents_per_iteration
+        self.metrics = game.metrics
+
+    def init_states(self) -> TrainState:
+        return init_states(self.game, self.tc)
+
+    def make_chunk(self, length: int):
+        return make_chunk(self.game, self.tc, length)
+
+    @staticmethod
+    def log_row(m: StepMetrics) -> dict:
+        return {"utility": float(jnp.mean(m.utility[:, -1])), "grad_norm": float(jnp.mean(m.grad_norm[:, -1]))}

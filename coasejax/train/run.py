@@ -21,15 +21,25 @@ import numpy as np
 from coasejax import checkpoint as ckpt
 from coasejax.config import Config
 from coasejax.train import es
-from coasejax.train.game import Game, make_game
+from coasejax.train.game import make_game
 
 EVAL_STREAM = 0x6576616C  # folds the evaluation's randomness away from the training's
+
+
+def make_algo(cfg: Config):
+    """The training algorithm of ``cfg``: :class:`coasejax.train.es.ES` on a one-shot game, or
+    :class:`coasejax.train.ppo.PPO` on the multi-round Coase scenario."""
+    if cfg.train.algo == "ppo":
+        from coasejax.train.ppo import PPO
+
+        return PPO(cfg)
+    return es.ES(make_game(cfg), cfg.train)
 
 
 @dataclass
 class Trainer:
     cfg: Config
-    game: Game
+    algo: object
     chunks: dict = field(default_factory=dict)  # chunk length -> compiled runner
     metrics_fn: Callable | None = None
     compile_seconds: float = 0.0
@@ -38,14 +48,14 @@ class Trainer:
         """The compiled runner of ``length`` iterations (compiled on first use, timed in ``compile_seconds``)."""
         if length not in self.chunks:
             t0 = time.perf_counter()
-            self.chunks[length] = es.make_chunk(self.game, self.cfg.train, length).lower(states).compile()
+            self.chunks[length] = self.algo.make_chunk(length).lower(states).compile()
             self.compile_seconds += time.perf_counter() - t0
         return self.chunks[length]
 
     def evaluate(self, params, key: jax.Array) -> dict:
         """Metrics of every seed's parameters (leading seed axis): ``{name: np.ndarray[S]}``."""
         if self.metrics_fn is None:
-            self.metrics_fn = jax.jit(jax.vmap(self.game.metrics, in_axes=(None, 0)))
+            self.metrics_fn = jax.jit(jax.vmap(self.algo.metrics, in_axes=(None, 0)))
         return {k: np.asarray(v, np.float64) for k, v in self.metrics_fn(key, params).items()}
 
 
@@ -59,7 +69,12 @@ def resolved(cfg: Config) -> dict:
 
 
 def mean_metrics(per_seed: dict) -> dict:
-    return {k: float(np.mean(v)) for k, v in per_seed.items()}
+    """Means over seeds: a float per scalar metric, a list for per-group or per-provider metrics."""
+    return {k: float(np.mean(v)) if np.ndim(v) <= 1 else np.mean(v, axis=0).tolist() for k, v in per_seed.items()}
+
+
+def per_seed_lists(per_seed: dict) -> dict:
+    return {k: np.asarray(v).tolist() for k, v in per_seed.items()}
 
 
 class TensorBoard:
@@ -146,10 +161,11 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
     """
     tc, cc = cfg.train, cfg.checkpoint
     preflight(cfg, out, resume)
-    trainer = Trainer(cfg, make_game(cfg))
+    trainer = Trainer(cfg, make_algo(cfg))
     mngr = ckpt.manager(out / "checkpoints", keep=cc.keep, best_metric=cc.best_metric)
     current = resolved(cfg)
-    states = es.init_states(trainer.game, tc)
+    meta = ckpt.metadata(cfg, current)
+    states = trainer.algo.init_states()
     step0 = 0
     latest = mngr.latest_step()
     if resume:
@@ -166,7 +182,7 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
     if on_start is not None:
         on_start(step0, tc.iterations)
 
-    n_prov, seeds, length = trainer.game.n_providers, tc.seeds, tc.log_every
+    n_prov, seeds, length = trainer.algo.n_providers, tc.seeds, tc.log_every
     lr = es.schedule(tc)
     step, train_seconds, last_eval = step0, 0.0, {}
     t_start = time.perf_counter()
@@ -179,15 +195,14 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
             jax.block_until_ready(states)
             train_seconds += time.perf_counter() - t0
             step += n
-            row = {"step": step, "utility": float(np.mean(m.utility[:, -1])),
-                   "grad_norm": float(np.mean(m.grad_norm[:, -1])), "learning_rate": float(lr(step - 1)),
+            row = {"step": step, **trainer.algo.log_row(m), "learning_rate": float(lr(step - 1)),
                    "seconds": round(time.perf_counter() - t_start, 3)}
             final = step == tc.iterations
             if final or (cc.every and step % cc.every == 0):
                 last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
                 means = mean_metrics(last_eval)
                 row.update(means)
-                ckpt.save(mngr, step, states, current, {cc.best_metric: means.get(cc.best_metric)})
+                ckpt.save(mngr, step, states, current, {cc.best_metric: means.get(cc.best_metric)}, meta)
             log.write(json.dumps(row) + "\n")
             log.flush()
             tb.scalars(step, row)
@@ -197,19 +212,20 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
     if not last_eval:  # nothing left to train: evaluate the restored state
         last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
     ran = step - step0
-    agent_steps = ran * seeds * n_prov * trainer.game.agents_per_iteration
+    agent_steps = ran * seeds * trainer.algo.agents_per_iteration
     summary = {
-        "game": trainer.game.name,
+        "game": trainer.algo.name,
+        "algo": tc.algo,
         "iterations": tc.iterations,
         "resumed_from": step0 if resume else None,
         "seeds": seeds,
         "providers": n_prov,
         **mean_metrics(last_eval),
-        "per_seed": {k: [float(x) for x in v] for k, v in last_eval.items()},
+        "per_seed": per_seed_lists(last_eval),
         "train_seconds": train_seconds,
         "compile_seconds": trainer.compile_seconds,
         "seconds_per_iteration": train_seconds / ran if ran else None,
-        "agents_per_iteration": seeds * n_prov * trainer.game.agents_per_iteration,
+        "agents_per_iteration": seeds * trainer.algo.agents_per_iteration,
         "agent_steps_per_second": agent_steps / train_seconds if train_seconds > 0 else None,
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
@@ -217,6 +233,10 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
         "best_step": _best_step(mngr, cc.best_metric),
         "tensorboard": tb.backend,
     }
+    if tc.algo == "ppo":
+        from coasejax.train.ppo import cost_curve
+
+        summary["cost_curve"] = cost_curve(cfg, mean_metrics(last_eval))
     mngr.close()
     return summary
 
@@ -245,9 +265,9 @@ def evaluate_checkpoint(run_dir: Path, step: int | None, seed: int) -> dict:
     if step not in steps:
         raise ckpt.CheckpointError(f"--step {step}: no such checkpoint in {directory} (have {steps})")
     cfg = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
-    trainer = Trainer(cfg, make_game(cfg))
-    states = ckpt.restore(mngr, step, es.init_states(trainer.game, cfg.train))
+    trainer = Trainer(cfg, make_algo(cfg))
+    states = ckpt.restore(mngr, step, trainer.algo.init_states())
     per_seed = trainer.evaluate(states.params, jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_STREAM + 1))
-    return {"run_dir": str(run_dir), "step": step, "eval_seed": seed, "game": trainer.game.name,
-            **mean_metrics(per_seed), "per_seed": {k: [float(x) for x in v] for k, v in per_seed.items()}}
+    return {"run_dir": str(run_dir), "step": step, "eval_seed": seed, "game": trainer.algo.name,
+            **mean_metrics(per_seed), "per_seed": per_seed_lists(per_seed)}
 

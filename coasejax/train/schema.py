@@ -18,7 +18,7 @@ class _Section(BaseModel):
 
 
 class EnvConfig(_Section):
-    kind: Literal["coase", "auction"] = "coase"
+    kind: Literal["coase", "auction", "coase_rounds"] = "coase"
     auction: Literal["first_price", "second_price", "all_pay", "double"] = "first_price"
     n_bidders: int = Field(2, ge=2, le=10, description="bidders per sealed-bid auction (the double auction has 2)")
     value_dist: str = Field("uniform", description="private values on [0, 1]: uniform, or power:A for F(v) = v^A")
@@ -26,6 +26,14 @@ class EnvConfig(_Section):
     k: float = Field(0.5, ge=0.0, le=1.0, description="double auction: price = k·bid + (1 − k)·ask")
     victims: list[int] = Field([1, 2, 4], min_length=1, max_length=8,
                                description="coase: numbers of victims per emitter trained together")
+    contract_rounds: int = Field(8, ge=1, le=1024, description="coase_rounds: rounds a contract (or a sit-out) lasts")
+    cost_grid: list[float] | None = Field(None, min_length=1, max_length=64,
+                                          description="coase_rounds: per-round negotiation costs, one drawn per "
+                                                      "episode (null: state.transaction_costs.per_round)")
+    regimes: list[Literal["emitter", "victim"]] | None = Field(None, min_length=1, max_length=2,
+                                                               description="coase_rounds: rights regimes, one "
+                                                                           "drawn per episode (null: state.rights)")
+    eval_rounds: int = Field(64, ge=1, le=100_000, description="coase_rounds: rounds measured in an evaluation")
 
     @field_validator("value_dist", mode="before")
     @classmethod
@@ -41,6 +49,13 @@ class EnvConfig(_Section):
         if head != "power" or not 0.5 <= a <= 4.0:
             raise ValueError(f"expected {VALUE_DIST_SYNTAX}, got {text!r}")
         return "uniform" if a == 1.0 else f"power:{a:g}"
+
+    @field_validator("cost_grid")
+    @classmethod
+    def _check_costs(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (any(not (math.isfinite(x) and x >= 0) for x in v) or len(set(v)) != len(v)):
+            raise ValueError(f"expected distinct finite costs >= 0, got {v}")
+        return v
 
     @field_validator("victims")
     @classmethod
@@ -77,7 +92,8 @@ class PolicyConfig(_Section):
 
 
 class TrainConfig(_Section):
-    algo: Literal["es"] = "es"
+    algo: Literal["es", "ppo"] = Field("es", description="es: evolution strategies (one-shot games); ppo: proximal "
+                                       "policy optimisation (env.kind: coase_rounds)")
     iterations: int = Field(1000, ge=1, le=10_000_000)
     population: int = Field(256, ge=2, le=65_536, description="ES perturbations per iteration (antithetic pairs × 2)")
     sigma: float = Field(0.005, gt=0.0, le=10.0, description="ES noise scale in parameter space")
@@ -95,6 +111,21 @@ class TrainConfig(_Section):
     eval_opponents: int = Field(65_536, ge=16, le=2**24, description="fresh opponent draws in the evaluation")
     eval_grid: int = Field(512, ge=8, le=16_384, description="candidate bids in the numerical best response")
     bne_min_value: float = Field(0.0, ge=0.0, lt=1.0, description="bne_rmse compares bids at values ≥ this")
+    # PPO (train.algo: ppo)
+    rollout: int = Field(16, ge=1, le=4096, description="ppo: rounds of every bargain per iteration")
+    epochs: int = Field(4, ge=1, le=100, description="ppo: passes over each rollout")
+    minibatches: int = Field(8, ge=1, le=4096, description="ppo: minibatches per epoch (blocks of bargains)")
+    clip_eps: float = Field(0.2, gt=0.0, le=1.0, description="ppo: clip range of the probability ratio")
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0, description="ppo: GAE lambda")
+    value_coef: float = Field(0.5, ge=0.0, le=100.0, description="ppo: weight of the value loss")
+    entropy_coef: float = Field(0.0, ge=0.0, le=1.0, description="ppo: weight of the entropy bonus")
+    init_log_std: float = Field(-0.5, ge=-5.0, le=2.0, description="ppo: initial log-sd of the pre-squash Gaussian")
+    final_log_std: float | None = Field(None, ge=-10.0, le=2.0, description="ppo: anneal the log-sd linearly from "
+                                        "init_log_std to this over the run (null: the log-sd is learned)")
+    pool_size: int = Field(0, ge=0, le=64, description="ppo: past checkpoints kept as opponents (0: pure self-play)")
+    pool_every: int = Field(50, ge=1, le=1_000_000, description="ppo: iterations between snapshots into the pool")
+    pool_prob: float = Field(0.0, ge=0.0, le=1.0, description="ppo: share of bargains where one side plays a "
+                                                               "snapshot from the pool")
 
     @field_validator("population")
     @classmethod
@@ -107,7 +138,7 @@ class TrainConfig(_Section):
 class CheckpointConfig(_Section):
     every: int = Field(100, ge=0, le=10_000_000, description="save every this many iterations (0: only at the end)")
     keep: int = Field(3, ge=1, le=1000, description="keep the latest this many checkpoints (plus the best)")
-    best_metric: Literal["utility_loss_rel", "bne_rmse"] = "utility_loss_rel"
+    best_metric: Literal["utility_loss_rel", "bne_rmse", "efficiency_gap"] = "utility_loss_rel"
 
 
 def check_training(cfg) -> None:
@@ -125,6 +156,20 @@ def check_training(cfg) -> None:
     if cfg.policy.win_prob and (env.kind != "auction" or env.auction == "double"):
         raise ValueError("policy.win_prob: G(v) = F(v)^(n−1) is defined for sealed-bid auctions (first_price, "
                          "second_price, all_pay) only; set it to false")
+    ppo = train.algo == "ppo"
+    if ppo != (env.kind == "coase_rounds"):
+        raise ValueError("train.algo: the multi-round Coase scenario (env.kind: coase_rounds) trains with ppo, and ppo "
+                         f"trains only that scenario; got train.algo {train.algo!r} with env.kind {env.kind!r}")
+    if ppo:
+        if cfg.mechanism.kind not in ("alternating", "lindahl"):
+            raise ValueError(f"mechanism.kind: env.kind coase_rounds runs alternating or lindahl, "
+                             f"got {cfg.mechanism.kind!r}")
+        if cfg.population.n_agents % train.minibatches:
+            raise ValueError(f"train.minibatches: must divide population.n_agents ({cfg.population.n_agents}), "
+                             f"got {train.minibatches}")
+        if ckpt.best_metric != "efficiency_gap":
+            raise ValueError(f"checkpoint.best_metric: ppo runs rank checkpoints by efficiency_gap, "
+                             f"got {ckpt.best_metric!r}")
     if env.kind == "auction" and env.auction == "double":
         if env.reserve_price:
             raise ValueError("env.reserve_price: the double auction has no reserve price; set it to 0")
