@@ -1,4 +1,4 @@
-"""``coasejax`` command line: ``simulate`` and ``bench`` (``train``, ``eval``, ``compare``, ``report`` come later).
+"""``coasejax`` command line: ``simulate``, ``bench``, ``train``, ``eval`` and ``compare`` (``report`` comes later).
 
 Bad input (a missing or malformed config, an unknown key, a value out of range) prints one line naming the key or
 file and what is allowed, and exits with code 2, without a traceback.
@@ -206,6 +206,7 @@ def bench(
 
 app.command("train")(train_commands.train)
 app.command("eval")(train_commands.evaluate)
+app.command("compare")(train_commands.compare)
 
 
 def main() -> None:

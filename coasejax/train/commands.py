@@ -12,7 +12,7 @@ import typer
 from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
 
 TRAINABLE_MECHANISMS = ("lindahl", "clarke")
-LIVE = ("utility", "bne_rmse", "utility_loss_rel")
+LIVE = ("utility", "bne_rmse", "utility_loss_rel", "train_efficiency", "efficiency")
 
 
 def _check_trainable(cfg) -> None:
@@ -32,7 +32,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
 ) -> None:
-    """Train advocate policies (evolution strategies, self-play); writes checkpoints/, metrics.jsonl, summary.json."""
+    """Train advocate policies (evolution strategies or PPO, self-play); writes checkpoints/, metrics.jsonl,
+    summary.json."""
     from coasejax.config import ConfigError, dump_config, load_config
 
     try:
@@ -53,7 +54,7 @@ def train(
     except CheckpointError as e:
         fail(str(e))
 
-    game = f"auction/{cfg.env.auction}" if cfg.env.kind == "auction" else f"coase/{cfg.mechanism.kind}"
+    game = f"auction/{cfg.env.auction}" if cfg.env.kind == "auction" else f"{cfg.env.kind}/{cfg.mechanism.kind}"
     if not quiet:
         console.print(f"[bold]coasejax train[/] {game} | {cfg.train.algo}, {cfg.train.iterations} iterations × "
                       f"{cfg.train.seeds} seed(s){' | resuming' if resume else ''}", highlight=False)
@@ -77,12 +78,48 @@ def train(
     write_atomic(out / "config.yaml", dump_config(cfg))
     summary["config"] = config
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    figures = _figures(summary, out)
     if not quiet:
+        shares = ("proposer_share", "rubinstein_share") if cfg.mechanism.kind == "alternating" else ()
         keys = [k for k in ("bne_rmse", "utility_loss_rel", "utility", "revenue", "efficiency", "report_ratio_mean",
-                            "agent_steps_per_second", "train_seconds") if summary.get(k) is not None]
+                            "deal_rate", *shares, "agent_steps_per_second", "train_seconds")
+                if isinstance(summary.get(k), (int, float))]
         console.print("  ".join(f"{k}={summary[k]:.4g}" for k in keys), highlight=False)
-        console.print(f"wrote {out / 'summary.json'}, {out / 'metrics.jsonl'} and {out / 'checkpoints'}",
-                      highlight=False)
+        if summary.get("providers", 1) > 1 and "provider_shares" in summary:
+            console.print("provider shares " + ", ".join(f"{x:.3f}" for x in summary["provider_shares"])
+                          + " | client utility " + ", ".join(f"{x:.4f}" for x in summary["provider_utility"]),
+                          highlight=False)
+        if "cost_curve" in summary and len(summary["cost_curve"]["curve"]) > len(
+                summary["cost_curve"]["no_deal_threshold"]):  # more than one cost per regime
+            fmt = lambda v: "beyond the grid" if v is None else f"{v:.3g}"  # noqa: E731
+            for regime, c in summary["cost_curve"]["no_deal_threshold"].items():
+                console.print(f"{regime}'s right: the deal rate crosses 1/2 at per-round cost "
+                              f"{fmt(c['learned_half_deal_cost'])} (analytic: efficient "
+                              f"{fmt(c['analytic_half_deal_cost'])}, strategic {fmt(c['strategic_half_deal_cost'])})",
+                              highlight=False)
+        console.print(f"wrote {out / 'summary.json'}, {out / 'metrics.jsonl'}, {out / 'checkpoints'}"
+                      + "".join(f", {f}" for f in figures), highlight=False)
+
+
+def _figures(summary: dict, out: Path) -> list[Path]:
+    """PPO runs: ``cost_curve.png`` and, with several providers, ``provider_shares.png`` (atomic writes)."""
+    from coasejax import plots
+
+    made = []
+    jobs = []
+    curve = summary.get("cost_curve")
+    if curve and len(curve["curve"]) > len(curve["no_deal_threshold"]):  # more than one cost per regime
+        jobs.append(("cost_curve.png", lambda p: plots.cost_curve_figure(summary["cost_curve"], p)))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (out / "metrics.jsonl").exists() else []
+    if summary.get("providers", 1) > 1 and rows and "train_provider_shares" in rows[0]:
+        jobs.append(("provider_shares.png", lambda p: plots.provider_shares_figure(rows, p)))
+    for name, draw in jobs:
+        tmp = out / f".{name}.tmp.png"
+        draw(tmp)
+        tmp.replace(out / name)
+        made.append(out / name)
+    return made
 
 
 def evaluate(
@@ -105,3 +142,53 @@ def evaluate(
     keys = [k for k in ("bne_rmse", "utility_loss_rel", "utility", "revenue", "efficiency") if k in result]
     console.print(f"step {result['step']}: " + "  ".join(f"{k}={result[k]:.4g}" for k in keys), highlight=False)
     console.print(f"wrote {run_dir / 'eval.json'}", highlight=False)
+
+
+def compare(
+    entries: Annotated[list[str], typer.Argument(help="Policies: RUN_DIR or RUN_DIR/checkpoints/STEP (PPO runs: "
+                                                      "optional :P for provider P), or scripted:truthful.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("runs/compare"),
+    seeds: Annotated[int, typer.Option(min=2, max=1000, help="Evaluation seeds per pair.")] = 10,
+    agents: Annotated[Optional[int], typer.Option(min=2, help="Agents per population [default: the scenario's], or "
+                                                               "auctions per seed [default: 65536].")] = None,
+    rounds: Annotated[int, typer.Option(min=1, max=100_000, help="Measured rounds per seed.")] = 64,
+    switching_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Clients' review rate per round.")] = 0.1,
+    alpha: Annotated[float, typer.Option(min=0.0, max=0.5, help="Significance level (Holm-corrected).")] = 0.05,
+) -> None:
+    """Seat trained policies as competing providers; writes compare.json (cross-play table, CIs, tests, ranking)
+    and compare.png (heat-map)."""
+    if len(entries) < 2:
+        fail("compare needs at least two entries (an entry may be repeated to compare a policy with itself)")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from coasejax.checkpoint import CheckpointError
+    from coasejax.eval import compare as cmp
+
+    out = prepare_out_dir(out)
+    pairs = len(entries) * (len(entries) - 1) // 2
+    progress = Progress(TextColumn("pairs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    task = progress.add_task("compare", total=pairs)
+    try:
+        with progress:
+            result = cmp.compare(entries, seeds=seeds, n=agents, rounds=rounds, switching_rate=switching_rate,
+                                 alpha=alpha, on_pair=lambda: progress.advance(task))
+    except (cmp.CompareError, CheckpointError) as e:
+        fail(str(e))
+    paths = cmp.write(result, out)
+    from rich.table import Table
+
+    for i, name in enumerate(result["entries"]):
+        console.print(f"E{i + 1} = {name}", highlight=False)
+    table = Table(title=f"coasejax compare ({result['scenario']}, {seeds} seeds)", title_justify="left")
+    for col in ("a", "b", "utility a", "utility b", "share a", "share b", "efficiency", "p (Holm)", "winner"):
+        table.add_column(col, justify="right")
+    fmt = lambda r, k: "n/a" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
+    for r in result["pairs"]:
+        table.add_row(f"E{r['a_index'] + 1}", f"E{r['b_index'] + 1}", f"{r['utility_a']:.4f}",
+                      f"{r['utility_b']:.4f}", fmt(r, "share_a"), fmt(r, "share_b"), fmt(r, "efficiency"),
+                      f"{r['utility_p_holm']:.3g}",
+                      f"E{r['winner_index'] + 1}" if r["winner"] else "not significant")
+    console.print(table)
+    console.print("ranking: " + ", ".join(f"{r['rank']}. E{r['index'] + 1}" for r in result["ranking"]),
+                  highlight=False)
+    console.print(f"wrote {paths[0]} and {paths[1]}", highlight=False)
