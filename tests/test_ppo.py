@@ -300,8 +300,8 @@ def test_trained_provider_beats_scripted_truthful_and_compare_reports_it(tmp_pat
     share and client utility over the scripted truthful one; `compare` finds that significant, and finds no
     significant difference between a policy and itself."""
     run = tmp_path / "run"
-    r = _cli("train", "coase_ppo_providers", "--out", str(run), "-q", "--set", "population.n_agents=2000",
-             "--set", "train.iterations=30", "--set", "checkpoint.every=10", "--set", "train.minibatches=4")
+    r = _cli("train", "coase_ppo_providers", "--out", str(run), "-q", "--set", "population.n_agents=1000",
+             "--set", "train.iterations=20", "--set", "checkpoint.every=20", "--set", "train.minibatches=4")
     assert r.returncode == 0, r.stderr
     summary = json.loads((run / "summary.json").read_text())
     shares, utility = summary["provider_shares"], summary["provider_utility"]
@@ -370,7 +370,8 @@ def test_compare_auction_policies_head_to_head(tmp_path):
     assert vs_truthful["utility_b"] == 0.0 and vs_truthful["utility_a"] > 0.05
     assert vs_truthful["significant"] and vs_truthful["winner"] == vs_truthful["a"]
     assert vs_self["utility_diff"] == 0.0 and not vs_self["significant"]
-    assert 0.95 < vs_truthful["efficiency"] <= 1.0
+    # the same policy in every seat bids monotonically in the value: the highest value wins every auction
+    assert vs_self["efficiency"] == pytest.approx(1.0, abs=1e-6) and vs_truthful["efficiency"] < 1.0
 
 
 @pytest.mark.parametrize("args,names", [

@@ -169,39 +169,45 @@ def holm(p: list[float]) -> list[float]:
     return adjusted
 
 
-def play_pair(a: Entry, b: Entry, scenario, seeds: int, n: int, rounds: int, switching_rate: float,
-              seed: int) -> dict[str, np.ndarray]:
-    """Per-seed results of ``a`` (provider 0) against ``b`` (provider 1) in ``scenario``."""
-    import jax
-    import jax.numpy as jnp
+class _CoaseArena:
+    """The compare scenario with two provider seats, compiled once for every pair: the parameters of both seats and
+    which of them are scripted are inputs, not constants."""
 
-    from coasejax.train.ppo import PPO
+    def __init__(self, scenario, n: int, rounds: int, switching_rate: float, seeds: int, seed: int):
+        import jax
+        import jax.numpy as jnp
 
-    from coasejax.config import validate
+        from coasejax.config import validate
+        from coasejax.train.ppo import PPO, summarise_totals
 
-    data = scenario.to_dict()
-    data["population"]["n_agents"] = n
-    data["train"]["minibatches"] = 1
-    data["providers"].update(count=2, advocate=[a.kind, b.kind], switching_rate=switching_rate, fee=0.0,
-                             fee_flat=0.0, conduct=None, shade=None, skill=0.0, protocol=None)
-    algo = PPO(validate(data, "compare scenario"))
-    dummy = a.params if a.params is not None else b.params
-    stack = jax.tree.map(lambda x, y: jnp.stack([x, y]), a.params if a.params is not None else dummy,
-                         b.params if b.params is not None else dummy)
-    provider = jnp.arange(n, dtype=jnp.int32) % 2
-    burn_in = algo.params.contract_rounds + 2
+        data = scenario.to_dict()
+        data["population"]["n_agents"] = n
+        data["train"]["minibatches"] = 1
+        data["providers"].update(count=2, advocate=["learned", "truthful"], switching_rate=switching_rate, fee=0.0,
+                                 fee_flat=0.0, conduct=None, shade=None, skill=0.0, protocol=None)
+        algo = PPO(validate(data, "compare scenario"))
+        provider = jnp.arange(n, dtype=jnp.int32) % 2  # clients split evenly, alternating
+        burn_in = algo.params.contract_rounds + 2
 
-    def one(key):
-        from coasejax.train.ppo import summarise_totals
+        def one(key, stack, learned):
+            totals, per_prov = algo.play(key, stack, n, rounds, burn_in, provider, learned)
+            m = summarise_totals(algo.params, totals, per_prov, n)
+            return {"utility": m["provider_utility"], "share": m["provider_shares"], "efficiency": m["efficiency"],
+                    "welfare": m["gain_per_bargain_round"], "deal_rate": m["deal_rate"]}
 
-        totals, per_prov = algo.play(key, stack, n, rounds, burn_in, provider)
-        m = summarise_totals(algo.params, totals, per_prov, n)
-        return {"utility": m["provider_utility"], "share": m["provider_shares"], "efficiency": m["efficiency"],
-                "welfare": m["gain_per_bargain_round"], "deal_rate": m["deal_rate"]}
+        self.fn = jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+        self.keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
 
-    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-    out = jax.jit(jax.vmap(one))(keys)
-    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+    def play(self, a: Entry, b: Entry) -> dict[str, np.ndarray]:
+        """Per-seed results of ``a`` (provider 0) against ``b`` (provider 1)."""
+        import jax
+        import jax.numpy as jnp
+
+        dummy = a.params if a.params is not None else b.params
+        stack = jax.tree.map(lambda x, y: jnp.stack([x, y]), a.params if a.params is not None else dummy,
+                             b.params if b.params is not None else dummy)
+        learned = jnp.asarray([a.kind == "learned", b.kind == "learned"])
+        return {k: np.asarray(v, np.float64) for k, v in self.fn(self.keys, stack, learned).items()}
 
 
 def _bidder(entry: Entry, params):
@@ -248,23 +254,30 @@ def play_auction_pair(a: Entry, b: Entry, scenario, seeds: int, n: int, seed: in
     return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
-def compare(specs: list[str], seeds: int = 10, n: int | None = None, rounds: int = 64, switching_rate: float = 0.1,
-            alpha: float = 0.05, seed: int = 0, on_pair=None) -> dict:
-    """The cross-play table of ``specs`` (see the module doc) as a JSON-ready dict."""
+def load_entries(specs: list[str]) -> list[Entry]:
+    """Load and check every entry (raises :class:`CompareError` with one line)."""
     entries = [load_entry(s) for s in specs]
     check_compatible(entries)
+    return entries
+
+
+def compare(specs: list[str] | list[Entry], seeds: int = 10, n: int | None = None, rounds: int = 64,
+            switching_rate: float = 0.1, alpha: float = 0.05, seed: int = 0, on_pair=None) -> dict:
+    """The cross-play table of ``specs`` (or of entries already loaded) as a JSON-ready dict (see the module doc)."""
+    entries = specs if specs and isinstance(specs[0], Entry) else load_entries(specs)
     ref = next(e for e in entries if e.cfg is not None)
     scenario, kind = ref.cfg, ref.meta["scenario"]
     n = n or (scenario.population.n_agents if kind == "coase_rounds" else 2**16)
     k = len(entries)
     rows, p_util = [], []
     adv = np.zeros((k, k))
+    arena = _CoaseArena(scenario, n, rounds, switching_rate, seeds, seed) if kind == "coase_rounds" else None
     for i in range(k):
         for j in range(i + 1, k):
             if kind == "auction":
                 r = play_auction_pair(entries[i], entries[j], scenario, seeds, n, seed)
             else:
-                r = play_pair(entries[i], entries[j], scenario, seeds, n, rounds, switching_rate, seed)
+                r = arena.play(entries[i], entries[j])
             du = r["utility"][:, 0] - r["utility"][:, 1]
             p_u = _p_value(du)
             p_util.append(p_u)

@@ -164,16 +164,17 @@ def compare(
     from coasejax.checkpoint import CheckpointError
     from coasejax.eval import compare as cmp
 
+    try:
+        loaded = cmp.load_entries(entries)
+    except (cmp.CompareError, CheckpointError) as e:
+        fail(str(e))
     out = prepare_out_dir(out)
     pairs = len(entries) * (len(entries) - 1) // 2
     progress = Progress(TextColumn("pairs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     task = progress.add_task("compare", total=pairs)
-    try:
-        with progress:
-            result = cmp.compare(entries, seeds=seeds, n=agents, rounds=rounds, switching_rate=switching_rate,
-                                 alpha=alpha, on_pair=lambda: progress.advance(task))
-    except (cmp.CompareError, CheckpointError) as e:
-        fail(str(e))
+    with progress:
+        result = cmp.compare(loaded, seeds=seeds, n=agents, rounds=rounds, switching_rate=switching_rate,
+                             alpha=alpha, on_pair=lambda: progress.advance(task))
     paths = cmp.write(result, out)
     from rich.table import Table
 

@@ -140,13 +140,14 @@ class PPO:
             ls = jnp.full_like(mean, log_std)
         return mean, ls, value
 
-    def act(self, stack, obs, provider, eps, log_std=None):
-        """Pre-squash draws ``z`` (``eps`` None: the means), their actions, the distribution and the values."""
+    def act(self, stack, obs, provider, eps, log_std=None, learned=None):
+        """Pre-squash draws ``z`` (``eps`` None: the means), their actions, the distribution and the values;
+        providers not ``learned`` (default: per ``providers.advocate``) play the scripted truthful action."""
         mean, log_std, value = self.forward(stack, obs, provider, log_std)
         z = mean if eps is None else mean + jnp.exp(log_std) * eps
         acts = squash(z)
-        if not self.all_learned:
-            scripted = ~self.learned[provider]
+        if learned is not None or not self.all_learned:
+            scripted = ~(self.learned if learned is None else learned)[provider]
             acts = jnp.where(scripted[..., None], jnp.asarray(env.TRUTHFUL_ACTION, acts.dtype), acts)
         return z, acts, mean, log_std, value
 
@@ -312,9 +313,10 @@ class PPO:
                 "train_provider_shares": np.mean(last(m.provider_shares), axis=0).tolist()}
 
     # -- evaluation ---------------------------------------------------------------------------------------------------
-    def play(self, key, stacks, n: int, rounds: int, burn_in: int, provider=None):
-        """Mean actions of ``stacks`` (providers' parameters) for ``burn_in`` + ``rounds`` rounds of ``n`` fresh
-        bargains (``provider``: the initial assignment, default uniform at random). Returns the per-group totals
+    def play(self, key, stacks, n: int, rounds: int, burn_in: int, provider=None, learned=None):
+        """Mean actions of ``stacks`` (providers' parameters; ``learned``: which of them are not scripted) for
+        ``burn_in`` + ``rounds`` rounds of ``n`` fresh bargains (``provider``: the initial assignment, default
+        uniform at random). Returns the per-group totals
         ``f32[len(TOTALS), G]`` and per-provider ``(clients·rounds, utility sum)`` ``f32[2, M]`` of the measured
         rounds."""
         p = self.params
@@ -326,7 +328,7 @@ class PPO:
         def body(es, t):
             obs = env.observe(p, es)
             prov = env.seat_providers(es)
-            _, acts, *_ = self.act(stacks, obs, prov, None)
+            _, acts, *_ = self.act(stacks, obs, prov, None, learned=learned)
             es2, r = env.step(jax.random.fold_in(k_run, t), es, p, acts)
             util = r.reward[0] + jnp.roll(r.reward[1], 1)
             per_prov = jnp.stack([jnp.stack([jnp.sum((es.provider == j).astype(jnp.float32)),
