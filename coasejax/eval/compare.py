@@ -191,7 +191,7 @@ class _CoaseArena:
 
         def one(key, stack, learned):
             totals, per_prov = algo.play(key, stack, n, rounds, burn_in, provider, learned)
-            m = summarise_totals(algo.params, totals, per_prov, n)
+            m = summarise_totals(algo.params, totals, per_prov)
             return {"utility": m["provider_utility"], "share": m["provider_shares"], "efficiency": m["efficiency"],
                     "welfare": m["gain_per_bargain_round"], "deal_rate": m["deal_rate"]}
 

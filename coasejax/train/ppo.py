@@ -344,10 +344,10 @@ class PPO:
         """Evaluation of the mean actions of ``stack`` in ``population.n_agents`` fresh bargains."""
         p = self.params
         totals, per_prov = self.play(key, stack, self.n, self.cfg.env.eval_rounds, p.contract_rounds + 2)
-        return summarise_totals(p, totals, per_prov, self.n)
+        return summarise_totals(p, totals, per_prov)
 
 
-def summarise_totals(p: env.Params, totals: jax.Array, per_prov: jax.Array, n: int) -> dict:
+def summarise_totals(p: env.Params, totals: jax.Array, per_prov: jax.Array) -> dict:
     """The evaluation's metrics from :func:`PPO.play`'s totals (traceable; arrays per group and per provider)."""
     t = dict(zip(env.TOTALS, totals))
     all_ = {k: jnp.sum(v) for k, v in t.items()}
