@@ -74,10 +74,13 @@ def drift_types(pop: Population, drift: jax.Array, bits: jax.Array) -> Populatio
     ``a' = a · exp(σ√3 (2u − 1)) / κ`` with u ~ U(0, 1) (so the log-step has standard deviation σ = ``drift``) and
     ``κ = sinh(σ√3)/(σ√3)`` its mean. One ``u32[N]`` word of random bits drives both: its high 16 bits move ``a``,
     its low 16 bits ``c`` (a uniform costs a quarter of a normal draw on CPU)."""
+    return pop.replace(a=pop.a * drift_factor(drift, unit_uniform(bits >> 16, 16)),
+                       c=pop.c * drift_factor(drift, unit_uniform(bits, 16)))
+
+
+def drift_factor(drift: jax.Array, u: jax.Array) -> jax.Array:
+    """One mean-preserving log-uniform step ``exp(σ√3 (2u − 1)) / κ`` of log-sd σ = ``drift``, at uniforms ``u``
+    (:func:`drift_types`)."""
     half_width = drift * jnp.sqrt(3.0)
     kappa = jnp.where(half_width > 0, jnp.sinh(half_width) / jnp.where(half_width > 0, half_width, 1.0), 1.0)
-
-    def factor(u):
-        return jnp.exp(half_width * (2.0 * u - 1.0)) / kappa
-
-    return pop.replace(a=pop.a * factor(unit_uniform(bits >> 16, 16)), c=pop.c * factor(unit_uniform(bits, 16)))
+    return jnp.exp(half_width * (2.0 * u - 1.0)) / kappa

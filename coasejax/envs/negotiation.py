@@ -56,7 +56,8 @@ from jax.scipy.special import ndtri
 from coasejax.config import Distribution
 from coasejax.mechanisms.alternating import proposer_value
 from coasejax.mechanisms.base import Terms
-from coasejax.population import round_words, unit_uniform
+from coasejax.model import benefit, first_best, status_quo
+from coasejax.population import drift_factor, round_words, unit_uniform
 from coasejax.rules.provider import ProviderParams, choose_providers, segment_totals
 
 #: action fields, in order (each in (0, 1) except ``report``, in (0, 2))
@@ -156,10 +157,6 @@ class Round(NamedTuple):
     episode_value: jax.Array  # at a start, L S
 
 
-def benefit(a, x):
-    return a * x - 0.5 * x * x
-
-
 def draw(dist: Distribution, u: jax.Array) -> jax.Array:
     """Draws from a :class:`Distribution` by inverting its CDF at uniforms ``u``."""
     if dist.kind == "constant":
@@ -231,8 +228,8 @@ def _strategic(params: Params, surplus, cost, emitter_first: bool):
 def bargain_terms(params: Params, a, c, regime):
     """Status quo, first best and per-round surplus of each bargain under its rights regime."""
     right = params.regimes[regime]
-    x_sq = jnp.where(right, jnp.clip(a, 0.0, params.x_max), 0.0)
-    x_star = jnp.clip(a - c, 0.0, params.x_max)
+    x_sq = status_quo(a, right, params.x_max)
+    x_star = first_best(a, c, params.x_max)
     surplus = (benefit(a, x_star) - c * x_star) - (benefit(a, x_sq) - c * x_sq)
     return right, x_sq, x_star, surplus
 
@@ -364,10 +361,8 @@ def step(key: jax.Array, state: State, params: Params, actions: jax.Array) -> tu
                     + REPUTATION_WEIGHT * honoured.astype(jnp.float32), state.reputation)
 
     # drift, then fresh episodes where they ended
-    half = params.drift * jnp.sqrt(3.0)  # mean-preserving log-uniform steps of log-sd `drift`
-    kap = jnp.where(half > 0, jnp.sinh(half) / jnp.where(half > 0, half, 1.0), 1.0)
-    a = a * jnp.exp(half * (2.0 * unit_uniform(words[5], 24) - 1.0)) / kap
-    c = c * jnp.exp(half * (2.0 * unit_uniform(words[6], 24) - 1.0)) / kap
+    a = a * drift_factor(params.drift, unit_uniform(words[5], 24))
+    c = c * drift_factor(params.drift, unit_uniform(words[6], 24))
     a_f, c_f, cost_f, regime_f, opener_f = _fresh(params, words[:5])
     zi = jnp.zeros_like(offers)
 
