@@ -125,6 +125,17 @@ def saved_config(mngr, step: int) -> dict:
                               f"({type(e).__name__})") from None
 
 
+def resolve_step(mngr, step: int | None, what: str = "checkpoint") -> int:
+    """``step`` (default: the latest) checked against the checkpoints of ``mngr``; ``what`` names it in the error."""
+    steps = [int(s) for s in mngr.all_steps()]
+    if not steps:
+        raise CheckpointError(f"{mngr.directory}: holds no checkpoint")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise CheckpointError(f"{what} {step}: no such checkpoint in {mngr.directory} (have {steps})")
+    return step
+
+
 def saved_meta(mngr, step: int) -> dict | None:
     """The ``meta`` item of checkpoint ``step`` (None for checkpoints written before it existed)."""
     if not (Path(mngr.directory) / str(step) / "meta").exists():

@@ -71,6 +71,15 @@ REPUTATION_WEIGHT = 0.1
 NEGOTIATE, CONTRACT, IDLE = 0, 1, 2
 
 
+def grids(cfg) -> tuple[list[float], list[str]]:
+    """The per-round costs and rights regimes episodes draw from: ``env.cost_grid`` and ``env.regimes``, or the
+    state layer's single ``transaction_costs.per_round`` and ``rights`` where they are null."""
+    env = cfg.env
+    costs = env.cost_grid if env.cost_grid is not None else [cfg.state.transaction_costs.per_round]
+    regimes = env.regimes if env.regimes is not None else [cfg.state.rights]
+    return list(costs), list(regimes)
+
+
 @struct.dataclass
 class Params:
     x_max: jax.Array
@@ -92,8 +101,7 @@ class Params:
     def from_config(cls, cfg) -> "Params":
         f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
         m, env = cfg.mechanism, cfg.env
-        costs = env.cost_grid if env.cost_grid is not None else [cfg.state.transaction_costs.per_round]
-        regimes = env.regimes if env.regimes is not None else [cfg.state.rights]
+        costs, regimes = grids(cfg)
         return cls(x_max=f(cfg.population.x_max), discount=f([m.discount_emitter, m.discount_victims]),
                    costs=f(costs), regimes=jnp.asarray([r == "emitter" for r in regimes]),
                    enforcement=f(cfg.state.enforcement), drift=f(cfg.population.drift),

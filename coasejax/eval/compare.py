@@ -68,56 +68,34 @@ def load_entry(spec: str) -> Entry:
         raise CompareError(f"{spec}: not a run directory (with checkpoints/) or a checkpoint folder "
                            f"(RUN/checkpoints/STEP), nor {SCRIPTED}")
     mngr = ckpt.manager(directory, read_only=True)
-    steps = [int(s) for s in mngr.all_steps()]
-    if not steps:
-        raise CompareError(f"{spec}: {directory} holds no checkpoint")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise CompareError(f"{spec}: no checkpoint {step} in {directory} (have {steps})")
+    step = ckpt.resolve_step(mngr, step)
     meta = ckpt.saved_meta(mngr, step)
     if meta is None:
         raise CompareError(f"{spec}: checkpoint {step} has no metadata (written by an older coasejax); retrain it")
-    if meta.get("scenario") not in ("coase_rounds", "auction"):
+    scenario = meta.get("scenario")
+    if scenario not in ("coase_rounds", "auction"):
         raise CompareError(f"{spec}: compare seats policies of the multi-round Coase scenario (PPO) or of auctions; "
-                           f"this checkpoint is {meta.get('algo')} on {meta.get('scenario')}")
-    if meta["scenario"] == "auction":
-        return _auction_entry(spec, path, mngr, step, meta, provider)
+                           f"this checkpoint is {meta.get('algo')} on {scenario}")
+    if scenario == "auction" and provider:
+        raise CompareError(f"{spec}: an auction entry is the run's whole policy (every role); drop the :{provider}")
     if not 0 <= provider < meta["providers"]:
         raise CompareError(f"{spec}: provider {provider} out of range (the run has {meta['providers']})")
     try:
         cfg = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
     except ConfigError as e:
         raise CompareError(str(e)) from None
-    name = f"{path}:{provider}@{step}"
-    if meta["advocates"][provider] == "truthful":
-        return Entry(name=name, kind="truthful", cfg=cfg, meta=meta)
+    if scenario == "auction":
+        name, pick = f"{path}@{step}", (lambda x: x[0])  # seed 0, every role's provider
+    else:
+        name, pick = f"{path}:{provider}@{step}", (lambda x: x[0, provider])  # seed 0, provider P
+        if meta["advocates"][provider] == "truthful":
+            return Entry(name=name, kind="truthful", cfg=cfg, meta=meta)
     import jax
 
-    from coasejax.train.ppo import PPO
+    from coasejax.train.run import make_algo
 
-    template = PPO(cfg).init_states()
-    state = ckpt.restore(mngr, step, template)
-    params = jax.tree.map(lambda x: x[0, provider], state.params)  # seed 0, provider P
-    return Entry(name=name, kind="learned", cfg=cfg, meta=meta, params=params)
-
-
-def _auction_entry(spec, path, mngr, step, meta, provider) -> Entry:
-    import jax
-
-    from coasejax import checkpoint as ckpt
-    from coasejax.config import ConfigError, validate
-    from coasejax.train.es import ES
-    from coasejax.train.game import make_game
-
-    if provider:
-        raise CompareError(f"{spec}: an auction entry is the run's whole policy (every role); drop the :{provider}")
-    try:
-        cfg = validate(ckpt.saved_config(mngr, step), f"{mngr.directory}/{step} config")
-    except ConfigError as e:
-        raise CompareError(str(e)) from None
-    state = ckpt.restore(mngr, step, ES(make_game(cfg), cfg.train).init_states())
-    params = jax.tree.map(lambda x: x[0], state.params)  # seed 0, every provider
-    return Entry(name=f"{path}@{step}", kind="learned", cfg=cfg, meta=meta, params=params)
+    state = ckpt.restore(mngr, step, make_algo(cfg).init_states())
+    return Entry(name=name, kind="learned", cfg=cfg, meta=meta, params=jax.tree.map(pick, state.params))
 
 
 #: what must agree between the entries, per scenario

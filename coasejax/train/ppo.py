@@ -414,8 +414,7 @@ def cost_curve(cfg, means: dict) -> dict:
     take part iff the contract can pay both costs) and analytic-strategic (subgame-perfect split, each side takes
     part iff its own share pays its cost) — and where each deal-rate curve crosses 1/2 (linear interpolation; None if
     it does not within the grid): the no-deal threshold of the median bargain, learned and analytic."""
-    costs = list(cfg.env.cost_grid if cfg.env.cost_grid is not None else [cfg.state.transaction_costs.per_round])
-    regimes = list(cfg.env.regimes if cfg.env.regimes is not None else [cfg.state.rights])
+    costs, regimes = env.grids(cfg)
     g = len(costs)
     rows, crossing = [], {}
     for i, regime in enumerate(regimes):

@@ -258,12 +258,7 @@ def evaluate_checkpoint(run_dir: Path, step: int | None, seed: int) -> dict:
     if not directory.is_dir():
         raise ckpt.CheckpointError(f"{run_dir}: no checkpoints/ folder (is it the --out of a coasejax train run?)")
     mngr = ckpt.manager(directory, read_only=True)
-    steps = [int(s) for s in mngr.all_steps()]
-    if not steps:
-        raise ckpt.CheckpointError(f"{directory}: holds no checkpoint")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ckpt.CheckpointError(f"--step {step}: no such checkpoint in {directory} (have {steps})")
+    step = ckpt.resolve_step(mngr, step, "--step")
     cfg = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
     trainer = Trainer(cfg, make_algo(cfg))
     states = ckpt.restore(mngr, step, trainer.algo.init_states())
