@@ -4,9 +4,12 @@
 * ``shade``         — favour the client by the factor s: the paying side understates (``(1 − s)·value``), the paid side
                       overstates (``(1 + s)·value``). Emitter's right: victims pay, the emitter is paid;
                       victim's right: the emitter pays, victims are paid. Under ``lindahl`` the emitter takes the
-                      victims' prices and names none, so only victims shade.
+                      victims' prices and names none, so only victims shade (likewise under ``assurance``, where
+                      a shaded value pledges less often).
 * ``best_response`` — equilibrium reports: free-riding pledges / hold-out asks under ``lindahl``
-                      (:func:`coasejax.mechanisms.lindahl.equilibrium_reports`), truth under ``clarke`` (dominant).
+                      (:func:`coasejax.mechanisms.lindahl.equilibrium_reports`), truth under ``clarke`` (dominant);
+                      under ``assurance`` truthful reports and equilibrium pledges (the victim's right: as lindahl)
+                      (:func:`coasejax.mechanisms.assurance.equilibrium_pledges`).
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ def reports(
         return a, c_nb
     if strategy == "shade":
         er = terms.emitter_right
-        a_hat = a if mechanism == "lindahl" else a * jnp.where(er, 1.0 + shade, 1.0 - shade)
+        a_hat = a if mechanism in ("lindahl", "assurance") else a * jnp.where(er, 1.0 + shade, 1.0 - shade)
         s_v = shade if shade_victims is None else shade_victims
         c_hat = c_nb * jnp.where(er, 1.0 - s_v, 1.0 + s_v)
         return a_hat, c_hat
+    if strategy == "best_response" and mechanism == "assurance":  # pledges carry the strategy; selling permission
+        # under the victim's right clears as lindahl, with its hold-out asks
+        return a, jnp.where(terms.emitter_right, c_nb, equilibrium_reports(a, c_nb, terms))
     if strategy == "best_response" and mechanism == "lindahl":
         return a, equilibrium_reports(a, c_nb, terms)
     raise ValueError(f"advocates.strategy={strategy!r} is not defined for mechanism.kind={mechanism!r}")

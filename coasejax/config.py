@@ -147,7 +147,7 @@ class StateConfig(_Section):
 PerProvider = float | list[float]
 
 
-Protocol = Literal["none", "nash", "lindahl", "alternating", "clarke"]
+Protocol = Literal["none", "nash", "lindahl", "alternating", "clarke", "assurance"]
 
 
 class ProvidersConfig(_Section):
@@ -243,6 +243,10 @@ class MechanismConfig(_Section):
     horizon: int = Field(32, ge=1, le=4096, description="alternating: maximum number of offers")
     first_mover: Literal["emitter", "victims", "random"] = Field(
         "emitter", description="alternating: who proposes first (random: drawn per episode, env.kind coase_rounds)")
+    threshold: float = Field(1.0, gt=0.0, le=1.0, description="assurance: the fraction of an emitter's victims who "
+                                                              "must pledge (1.0: all of them)")
+    refund_bonus: float = Field(0.0, ge=0.0, le=10.0, description="assurance: bonus paid to each pledger of a failed "
+                                "contract, as a fraction of its pledge (> 0: a dominant assurance contract)")
 
 
 class AdvocatesConfig(_Section):
@@ -282,10 +286,11 @@ class Config(_Section):
         if self.mechanism.first_mover == "random" and self.env.kind != "coase_rounds":
             raise ValueError("mechanism.first_mover: random (drawn per episode) needs env.kind coase_rounds; "
                              "use emitter or victims")
-        bad = [p for p in self.providers.protocols(self.mechanism.kind) if p not in ("none", "lindahl", "clarke")]
+        bad = [p for p in self.providers.protocols(self.mechanism.kind) if p not in ("none", "lindahl", "clarke", "assurance")]
         if self.advocates.strategy == "best_response" and bad:
             where = "providers.protocol" if self.providers.protocol is not None else "mechanism.kind"
-            raise ValueError(f"advocates.strategy: best_response is defined for {where} lindahl or clarke, "
+            raise ValueError(f"advocates.strategy: best_response is defined for {where} lindahl, clarke or "
+                             f"assurance, "
                              f"not {bad[0]}")
         return self
 

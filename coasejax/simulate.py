@@ -229,6 +229,7 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
                                / np.maximum(per_round["provider_clients"].sum(axis=1).mean(axis=0), 1.0)).tolist(),
         "provider_welfare": per_round["provider_welfare"].sum(axis=1).mean(axis=0).tolist(),
         "provider_protocols": list(cfg.providers.protocols(cfg.mechanism.kind)),
+        **coalition_summary(tot, n * t * sim.graph.k),
         "red_line_excess": (None if not np.isfinite(per_round["red_line_excess"]).any()
                             else float(per_round["red_line_excess"].max())),
         "wealth_change": wealth_change,
@@ -249,12 +250,26 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
                            zip(mean["welfare"], mean["first_best"], mean["status_quo"])],
             "mean_activity": (mean["activity"] / n).tolist(),
             "deal_rate": (mean["deals"] / n).tolist(),
+            "participation_rate": (mean["coalition_members"] / (n * sim.graph.k)).tolist(),
+            "free_rider_share": [_ratio(a, b) for a, b in zip(mean["free_riders"], mean["beneficiaries"])],
             "transfers": mean["transfers"].tolist(),
             "tax_revenue": mean["tax_revenue"].tolist(),
             "provider_shares": (mean["provider_clients"] / n).tolist(),
             "layer_binding": {ly: (mean["layer_binding"][:, i] / n).tolist() for i, ly in enumerate(coase.LAYERS)},
         }
     return summary
+
+
+def coalition_summary(tot: dict, victim_slots: int) -> dict:
+    """Coalition analytics from the round totals (None where undefined: no deals, nobody benefited)."""
+    return {
+        "participation_rate": tot["coalition_members"] / victim_slots,
+        "free_rider_share": _ratio(tot["free_riders"], tot["beneficiaries"]),
+        "coalition_size_mean": _ratio(tot["coalition_members"], tot["coalitions"]),
+        "assurance_success_rate": _ratio(tot["provided"], tot["efficient_changes"]),
+        "harm_internalised": (None if tot["harm_gap_status_quo"] <= 0
+                              else 1.0 - tot["harm_gap"] / tot["harm_gap_status_quo"]),
+    }
 
 
 def layer_binding(per_round: dict, names: list[tuple[str, str]], bargains: int) -> dict:

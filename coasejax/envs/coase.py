@@ -33,7 +33,8 @@ from coasejax import advocates, model
 from coasejax.config import Config
 from coasejax.graphs import Graph, slot_sum
 from coasejax.mechanisms import MECHANISMS, Bargain, Outcome, Terms
-from coasejax.mechanisms.base import harm_shares
+from coasejax.mechanisms.assurance import equilibrium_pledges
+from coasejax.mechanisms.base import efficient_activity, harm_shares
 from coasejax.population import Population, drift_types, make_population, round_words, unit_uniform
 from coasejax.rules import RULES, Audit, IndividualParams, ProviderParams, StateParams, active, constrain
 from coasejax.rules import individual as individual_layer
@@ -57,6 +58,8 @@ class EnvParams:
     per_deal: jax.Array
     enforcement: jax.Array
     shade: jax.Array
+    threshold: jax.Array  # assurance: the fraction of the victims who must pledge
+    refund_bonus: jax.Array  # assurance: the bonus of a failed contract per unit of pledge
     drift: jax.Array
     one: jax.Array  # a traced 1.0 for :func:`coasejax.xla.materialise`
     state: StateParams
@@ -84,6 +87,8 @@ class EnvParams:
             per_deal=f(tc.per_deal),
             enforcement=f(cfg.state.enforcement),
             shade=f(cfg.advocates.shade),
+            threshold=f(m.threshold),
+            refund_bonus=f(m.refund_bonus),
             drift=f(cfg.population.drift),
             one=f(1.0),
             state=StateParams.from_config(cfg),
@@ -132,6 +137,15 @@ class RoundMetrics(NamedTuple):
     provider_revenue: jax.Array  # f32[M] fees per provider this round
     provider_deals: jax.Array  # f32[M] honoured deals led by each provider's clients (as emitters)
     provider_welfare: jax.Array  # f32[M] welfare of the bargains led by each provider's clients
+    # coalitions: a deal's coalition is the victims who pay into it or are paid by it
+    coalition_members: jax.Array  # victims in the coalition of an honoured deal
+    coalitions: jax.Array  # honoured deals with at least one member
+    beneficiaries: jax.Array  # victims whose harm fell (the emitter abated)
+    free_riders: jax.Array  # ... without paying anything
+    efficient_changes: jax.Array  # bargains whose first best differs from the status quo
+    provided: jax.Array  # ... in which an honoured deal moved the activity
+    harm_gap: jax.Array  # Σ C |x − x*|: external harm not internalised
+    harm_gap_status_quo: jax.Array  # Σ C |x_sq − x*|: the same at the status quo
 
 
 LAYERS = tuple(layer.name for layer in RULES.layers)
@@ -171,6 +185,8 @@ def terms_of(params: EnvParams, k: int) -> Terms:
         tc_victims=k * party + jnp.where(er, per_deal, 0.0),
         horizon=params.horizon,
         emitter_first=params.emitter_first,
+        threshold=params.threshold,
+        refund_bonus=params.refund_bonus,
     )
 
 
@@ -313,6 +329,10 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         audit = audit.add(changed)
         terms = terms.replace(bargaining_power=_bargaining_power(params, pop, graph))
         bargain = Bargain(a_hat=a_eff, c_hat=c_eff, x_sq=x_sq, x_hi=x_hi)
+        if "assurance" in kinds and params.strategy == "best_response":  # pledges by the victims' true values
+            value = params.w * c_nb * (x_sq - efficient_activity(bargain, terms))
+            bargain = bargain._replace(pledge=equilibrium_pledges(jax.random.fold_in(k_mech, 1), bargain, terms,
+                                                                  value))
         out = by_protocol([_no_deal(bargain) if kind == "none" else MECHANISMS[kind](bargain, terms, k_mech)
                            for kind in kinds])
         out = fence(out)
@@ -414,6 +434,20 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     else:
         rows = [jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value] + ([util] if pp.use_switching else [])
         per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[4 or 5, M]
+    # coalitions: members, free riders (harm fell, paid nothing), provision, harm internalised
+    member = honoured[None, :] & (from_victims != 0.0)
+    benefited = (x < x_sq - 1e-6)[None, :] & (c_nb > 0.0)
+    changes = jnp.abs(x_star - x_sq) > 1e-6
+    coalition_stats = dict(
+        coalition_members=jnp.sum(member, dtype=jnp.float32),
+        coalitions=jnp.sum(honoured & jnp.any(member, axis=0), dtype=jnp.float32),
+        beneficiaries=jnp.sum(benefited, dtype=jnp.float32),
+        free_riders=jnp.sum(benefited & (from_victims <= 0.0), dtype=jnp.float32),
+        efficient_changes=jnp.sum(changes, dtype=jnp.float32),
+        provided=jnp.sum(changes & honoured & (jnp.abs(x - x_sq) > 1e-6), dtype=jnp.float32),
+        harm_gap=jnp.sum(cost * jnp.abs(x - x_star)),
+        harm_gap_status_quo=jnp.sum(cost * jnp.abs(x_sq - x_star)),
+    )
     metrics = RoundMetrics(
         welfare=jnp.sum(value),
         first_best=jnp.sum(model.social_value(pop.a, cost, x_star)),
@@ -437,6 +471,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         provider_revenue=per_provider[1],
         provider_deals=per_provider[2],
         provider_welfare=per_provider[3],
+        **coalition_stats,
     )
 
     pop = pop.replace(wealth=new_wealth)

@@ -22,6 +22,7 @@ class Bargain(NamedTuple):
     c_hat: jax.Array  # f32[k, N] each victim's report of its harm sensitivity, per bargain slot
     x_sq: jax.Array  # f32[N]    status-quo activity (public: current activity under the rights regime)
     x_hi: jax.Array | None = None  # f32[N] most activity the rule layers allow in a deal (None: x_max)
+    pledge: jax.Array | None = None  # bool[k, N] assurance: each victim's pledge (None: iff its report covers the price)
 
 
 @struct.dataclass
@@ -38,6 +39,8 @@ class Terms:
     per_round: jax.Array  # negotiation cost per round per party
     tc_emitter: jax.Array  # emitter's own transaction costs of an attempted deal
     tc_victims: jax.Array  # all victims' transaction costs of an attempted deal, together
+    threshold: jax.Array = 1.0  # assurance: the fraction of the victims who must pledge
+    refund_bonus: jax.Array = 0.0  # assurance: a failed contract's bonus to each pledger, per unit of its pledge
     horizon: int = struct.field(pytree_node=False, default=32)
     emitter_first: bool = struct.field(pytree_node=False, default=True)
 

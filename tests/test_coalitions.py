@@ -1,0 +1,113 @@
+"""Coalitions of victims: assurance contracts against their closed forms (THEORY.md, "Public goods"), and the
+coalition analytics of ``coasejax simulate`` (free riding, provision, harm internalised)."""
+
+import importlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from coasejax.config import load_config
+from coasejax.simulate import build, run
+
+A = importlib.import_module("coasejax.mechanisms.assurance")  # the package exports the function of the same name
+
+
+@pytest.mark.parametrize("k,m,v,p", [(10, 6, 1.0, 0.4), (5, 3, 1.0, 0.5), (20, 10, 1.0, 0.3)])
+def test_mixed_equilibrium_without_bonus_matches_monte_carlo(k, m, v, p):
+    """No bonus, threshold below the group: the code's symmetric mixed equilibrium q makes a victim indifferent
+    between pledging and not, and its success probability P(Bin(k, q) ≥ m) matches a Monte Carlo estimate; both
+    within 3 standard errors of 200,000 simulated groups."""
+    q = float(A.mixed_pledge_probability(k, m, v, p, 0.0, grid=1024))
+    assert 0.05 < q < 0.99
+    assert abs(float(A.pledge_advantage(q, k, m, v, p, 0.0))) < 1e-5
+    rng = np.random.default_rng(1)
+    pledges = rng.random((200_000, k)) < q
+    success = (pledges.sum(axis=1) >= m).astype(float)
+    se = success.std() / np.sqrt(success.size)
+    assert abs(success.mean() - float(A.success_probability(q, k, m))) < 3 * se
+    others = pledges[:, 1:].sum(axis=1)  # victim 0's payoff from pledging minus from not, against the same others
+    diff = np.where(others + 1 >= m, v - p, 0.0) - np.where(others >= m, v, 0.0)
+    assert abs(diff.mean()) < 3 * diff.std() / np.sqrt(diff.size)
+
+
+def test_mixed_equilibrium_is_vectorised_and_a_bonus_raises_pledging():
+    v = jnp.array([1.0, 1.0, 1.0])
+    p = jnp.array([0.4, 0.4, 0.9])
+    f = jnp.array([0.0, 0.1, 0.0])
+    q = A.mixed_pledge_probability(10, 6, v, p, f)
+    for i in range(3):
+        assert float(q[i]) == pytest.approx(float(A.mixed_pledge_probability(10, 6, float(v[i]), float(p[i]),
+                                                                             float(f[i]))), abs=1e-6)
+    assert float(q[1]) > float(q[0]) + 0.01  # the refund bonus makes pledging more attractive
+    assert float(q[2]) < float(q[0])  # a dearer pledge, less pledging
+
+
+def test_dominant_assurance_contract_every_victim_pledges():
+    """With a bonus f > 0 and the threshold at the whole group, pledging is strictly dominant: from nobody pledging,
+    one round of best responses has everybody pledge, and everybody pledging is a fixed point; without the bonus,
+    nobody pledging is also an equilibrium (the coordination failure the bonus removes)."""
+    k, v, p, f = 6, 1.0, 0.5, 0.1
+    none = jnp.zeros((k, 1000), bool)
+    assert bool(jnp.all(A.best_response(none, v, p, f, k)))
+    assert bool(jnp.all(A.best_response(jnp.ones((k, 1000), bool), v, p, f, k)))
+    assert not bool(jnp.any(A.best_response(none, v, p, 0.0, k)))
+    assert float(A.mixed_pledge_probability(k, k, v, p, f)) == 1.0
+
+
+def summary(**overrides):
+    sets = {"population.n_agents": 20_000, "sim.rounds": 4, "state.rights": "emitter",
+            "advocates.strategy": "best_response", **overrides}
+    return run(build(load_config("coase", [f"{k}={v}" for k, v in sets.items()])))
+
+
+FREE = {"state.transaction_costs.per_party": 0.0, "state.transaction_costs.per_round": 0.0,
+        "state.transaction_costs.per_deal": 0.0, "state.enforcement": 1.0, "population.drift": 0.0}
+
+
+def test_dominant_assurance_contract_provides_the_good_in_the_engine():
+    """At population scale with no transaction costs: every victim pledges, every efficient abatement is provided,
+    nobody free-rides, efficiency 1."""
+    s = summary(**{"mechanism.kind": "assurance", "mechanism.refund_bonus": 0.1, **FREE})
+    assert s["participation_rate"] == pytest.approx(1.0, abs=1e-6)
+    assert s["assurance_success_rate"] == pytest.approx(1.0, abs=1e-6)
+    assert s["free_rider_share"] == pytest.approx(0.0, abs=1e-6)
+    assert s["coalition_size_mean"] == pytest.approx(4.0, abs=1e-6)
+    assert s["efficiency"] == pytest.approx(1.0, abs=1e-4)
+    assert s["harm_internalised"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_free_rider_share_rises_with_victims_per_emitter():
+    """Voluntary contributions (lindahl, equilibrium pledges): more victims per emitter, more free riders."""
+    shares = [summary(**{"mechanism.kind": "lindahl", "population.degree": k, **FREE})["free_rider_share"]
+              for k in (2, 4, 8)]
+    assert shares[0] + 0.05 < shares[1] < shares[2] - 0.05, shares
+
+
+def test_assurance_beats_voluntary_contributions_at_the_same_costs():
+    """The coase preset's transaction costs under the emitter's right: a dominant assurance contract is more
+    efficient than voluntary contributions, and has fewer free riders."""
+    lindahl = summary(**{"mechanism.kind": "lindahl"})
+    dac = summary(**{"mechanism.kind": "assurance", "mechanism.refund_bonus": 0.1})
+    assert dac["efficiency"] > lindahl["efficiency"] + 0.3, (dac["efficiency"], lindahl["efficiency"])
+    assert dac["free_rider_share"] < lindahl["free_rider_share"] - 0.3
+
+
+@pytest.mark.parametrize("kind", ["clarke", "assurance"])
+def test_efficiency_rises_to_one_as_transaction_costs_fall(kind):
+    """Scaling the preset's discovery, negotiation and deal costs down to 0 (enforcement 1, no drift): efficiency
+    rises monotonically and reaches 1 within 1e-4."""
+    effs = []
+    for scale in (10.0, 1.0, 0.1, 0.0):
+        costs = {"state.transaction_costs.per_party": 0.002 * scale, "state.transaction_costs.per_round": 0.001 * scale,
+                 "state.transaction_costs.per_deal": 0.02 * scale}
+        effs.append(summary(**{"mechanism.kind": kind, "mechanism.refund_bonus": 0.1, **FREE, **costs})["efficiency"])
+    assert all(b > a for a, b in zip(effs, effs[1:])), effs
+    assert effs[-1] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("key,value", [("mechanism.threshold", 0.0), ("mechanism.threshold", 1.5),
+                                       ("mechanism.refund_bonus", -0.1)])
+def test_bad_assurance_settings_are_refused(key, value):
+    with pytest.raises(Exception, match=key.split(".")[1]):
+        load_config("coase", [f"{key}={value}", "mechanism.kind=assurance"])
