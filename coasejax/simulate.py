@@ -229,7 +229,7 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
                                / np.maximum(per_round["provider_clients"].sum(axis=1).mean(axis=0), 1.0)).tolist(),
         "provider_welfare": per_round["provider_welfare"].sum(axis=1).mean(axis=0).tolist(),
         "provider_protocols": list(cfg.providers.protocols(cfg.mechanism.kind)),
-        **coalition_summary(tot, n * t * sim.graph.k),
+        **coalition_summary(tot, n * t * sim.graph.k, cfg.sim.stability),
         "red_line_excess": (None if not np.isfinite(per_round["red_line_excess"]).any()
                             else float(per_round["red_line_excess"].max())),
         "wealth_change": wealth_change,
@@ -260,13 +260,15 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
     return summary
 
 
-def coalition_summary(tot: dict, victim_slots: int) -> dict:
+def coalition_summary(tot: dict, victim_slots: int, stability: bool = True) -> dict:
     """Coalition analytics from the round totals (None where undefined: no deals, nobody benefited)."""
     return {
         "participation_rate": tot["coalition_members"] / victim_slots,
         "free_rider_share": _ratio(tot["free_riders"], tot["beneficiaries"]),
         "coalition_size_mean": _ratio(tot["coalition_members"], tot["coalitions"]),
         "assurance_success_rate": _ratio(tot["provided"], tot["efficient_changes"]),
+        "coalition_stability": (None if not stability or tot["coalition_members"] <= 0
+                                else 1.0 - tot["leavers"] / tot["coalition_members"]),
         "harm_internalised": (None if tot["harm_gap_status_quo"] <= 0
                               else 1.0 - tot["harm_gap"] / tot["harm_gap_status_quo"]),
     }

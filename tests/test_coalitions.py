@@ -111,3 +111,41 @@ def test_efficiency_rises_to_one_as_transaction_costs_fall(kind):
 def test_bad_assurance_settings_are_refused(key, value):
     with pytest.raises(Exception, match=key.split(".")[1]):
         load_config("coase", [f"{key}={value}", "mechanism.kind=assurance"])
+
+
+@pytest.mark.parametrize("overrides,stability", [
+    ({"mechanism.kind": "lindahl", "advocates.strategy": "truthful"}, 0.0),  # truthful prices: all would free-ride
+    ({"mechanism.kind": "lindahl"}, 1.0),  # equilibrium pledges: nobody gains by leaving
+    ({"mechanism.kind": "clarke", "advocates.strategy": "truthful"}, 1.0),  # truth is dominant
+    ({"mechanism.kind": "assurance", "mechanism.refund_bonus": 0.1}, 1.0),  # a unanimous contract fails without you
+])
+def test_coalition_stability_by_unilateral_exit(overrides, stability):
+    """The share of coalition members who would not gain by leaving alone (reporting no harm, pledging nothing),
+    under the preset's transaction costs, against what theory says of each mechanism."""
+    assert summary(**overrides)["coalition_stability"] == pytest.approx(stability, abs=1e-3)
+
+
+def test_threshold_contracts_below_unanimity_have_free_riders_and_leavers():
+    """Threshold 3 of 4, no bonus, mixed-equilibrium pledges: some beneficiaries pay nothing, and members of
+    contracts with more pledgers than needed would gain by leaving."""
+    s = summary(**{"mechanism.kind": "assurance", "mechanism.threshold": 0.75, **FREE})
+    assert 0.05 < s["free_rider_share"] < 0.5
+    assert 0.3 < s["coalition_stability"] < 0.95
+    assert 0.0 < s["assurance_success_rate"] < 1.0
+
+
+def test_engine_pledging_matches_the_symmetric_mixed_equilibrium():
+    """Identical victims (harm constant), no costs, threshold 3 of 4, no bonus: with harm-share prices every victim's
+    value is 1.5 times its price, so the equilibrium pledge probability solves 0.5·3q²(1 − q) = q³, q = 0.6. The
+    engine's success rate must match P(Bin(4, 0.6) ≥ 3) = 0.4752, and its participation rate (pledgers of successful
+    contracts per victim) E[J·1{J ≥ 3}]/4, within 3 standard errors of its 80,000 bargains."""
+    q = float(A.mixed_pledge_probability(4, 3, 1.5, 1.0, 0.0, grid=1024))
+    assert q == pytest.approx(0.6, abs=1e-5)
+    s = summary(**{"mechanism.kind": "assurance", "mechanism.threshold": 0.75, "population.harm": "constant:0.5",
+                   **FREE})
+    success = float(A.success_probability(q, 4, 3))
+    se = np.sqrt(success * (1 - success) / 80_000)
+    assert s["assurance_success_rate"] == pytest.approx(success, abs=3 * se)
+    pmf = np.array([4 * q**3 * (1 - q), q**4])  # J = 3, 4
+    participation = (3 * pmf[0] + 4 * pmf[1]) / 4
+    assert s["participation_rate"] == pytest.approx(participation, abs=3 * np.sqrt(0.25 / 80_000))

@@ -69,6 +69,7 @@ class EnvParams:
     emitter_first: bool = struct.field(pytree_node=False, default=True)
     draw_enforcement: bool = struct.field(pytree_node=False, default=False)  # False when enforcement == 1
     draw_drift: bool = struct.field(pytree_node=False, default=False)  # False when drift == 0
+    stability: bool = struct.field(pytree_node=False, default=False)  # check members' unilateral exits
 
     @classmethod
     def from_config(cls, cfg: Config) -> "EnvParams":
@@ -98,6 +99,7 @@ class EnvParams:
             emitter_first=m.first_mover == "emitter",
             draw_enforcement=cfg.state.enforcement < 1.0,
             draw_drift=cfg.population.drift > 0.0,
+            stability=cfg.sim.stability,
         )
 
     def rule_params(self, indiv: IndividualParams) -> dict:
@@ -144,6 +146,7 @@ class RoundMetrics(NamedTuple):
     free_riders: jax.Array  # ... without paying anything
     efficient_changes: jax.Array  # bargains whose first best differs from the status quo
     provided: jax.Array  # ... in which an honoured deal moved the activity
+    leavers: jax.Array  # members who would gain by leaving alone (sim.stability; else 0)
     harm_gap: jax.Array  # Σ C |x − x*|: external harm not internalised
     harm_gap_status_quo: jax.Array  # Σ C |x_sq − x*|: the same at the status quo
 
@@ -299,6 +302,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         attempt = honoured = jnp.zeros_like(pop.a, dtype=bool)
         x, to_emitter, tc_emitter = x_sq, zeros_n, zeros_n
         from_victims = tc_victims = jnp.zeros_like(c_nb)
+        leavers = jnp.float32(0.0)
         g_e = zeros_n
         red_excess = jnp.float32(-jnp.inf)
     else:
@@ -333,9 +337,11 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             value = params.w * c_nb * (x_sq - efficient_activity(bargain, terms))
             bargain = bargain._replace(pledge=equilibrium_pledges(jax.random.fold_in(k_mech, 1), bargain, terms,
                                                                   value))
-        out = by_protocol([_no_deal(bargain) if kind == "none" else MECHANISMS[kind](bargain, terms, k_mech)
-                           for kind in kinds])
-        out = fence(out)
+        def clear(b):
+            return by_protocol([_no_deal(b) if kind == "none" else MECHANISMS[kind](b, terms, k_mech)
+                                for kind in kinds])
+
+        out = fence(clear(bargain))
 
         # each party's true gain from the agreement and what it pays, then the vetoes
         dx = out.x - x_sq
@@ -361,6 +367,20 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             honoured = attempt & (unit_uniform(word["enforce"], 24) < params.enforcement)
 
         out, attempt, honoured = fence((out, attempt, honoured))
+        leavers = jnp.float32(0.0)
+        if params.stability:  # each member's unilateral exit: report no harm (and pledge nothing), all else equal
+            members = honoured[None, :] & (out.from_victims != 0.0)
+            gone = []
+            for s in range(k):
+                alone = bargain._replace(c_hat=bargain.c_hat.at[s].set(0.0), pledge=None if bargain.pledge is None
+                                         else bargain.pledge.at[s].set(False))
+                dev = clear(alone)
+                go_on = honoured & (dev.surplus > 0) & (params.enforcement * dev.surplus >= terms.tc_total - tc_v[s])
+                dx_s = jnp.where(go_on, dev.x - x_sq, 0.0)
+                g_out = ((tax_share - params.w * c_nb[s]) * dx_s
+                         - jnp.where(go_on, dev.from_victims[s] + tc_v[s], 0.0))  # still a party: still pays its TC
+                gone.append(members[s] & (g_out > g_v[s] + 1e-6 * (jnp.abs(g_v[s]) + 1e-6)))
+            leavers = jnp.sum(jnp.stack(gone), dtype=jnp.float32)
         x = jnp.where(honoured, out.x, x_sq)
         to_emitter = jnp.where(honoured, out.to_emitter, 0.0)
         from_victims = jnp.where(honoured, out.from_victims, 0.0)
@@ -445,6 +465,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         free_riders=jnp.sum(benefited & (from_victims <= 0.0), dtype=jnp.float32),
         efficient_changes=jnp.sum(changes, dtype=jnp.float32),
         provided=jnp.sum(changes & honoured & (jnp.abs(x - x_sq) > 1e-6), dtype=jnp.float32),
+        leavers=leavers,
         harm_gap=jnp.sum(cost * jnp.abs(x - x_star)),
         harm_gap_status_quo=jnp.sum(cost * jnp.abs(x_sq - x_star)),
     )

@@ -82,9 +82,13 @@ def equilibrium_pledges(key: jax.Array, bargain: Bargain, terms: Terms, value: j
     _, _, price, m = contract_terms(bargain, terms)
     covers = value >= price
     mean_value, mean_price = jnp.mean(value, axis=0), jnp.mean(price, axis=0)
-    q = mixed_pledge_probability(k, m, mean_value, mean_price, terms.refund_bonus * mean_price)
-    draw = jax.random.uniform(key, value.shape) < q
-    return covers & jnp.where(m >= k, True, draw)
+
+    def mixed(_):
+        q = mixed_pledge_probability(k, m, mean_value, mean_price, terms.refund_bonus * mean_price, grid=64, steps=20)
+        return jax.random.uniform(key, value.shape) < q
+
+    draw = jax.lax.cond(m >= k, lambda _: jnp.ones(value.shape, bool), mixed, None)
+    return covers & draw
 
 
 # -- closed forms for k identical victims -----------------------------------------------------------------------------

@@ -35,7 +35,8 @@ def make_terms(cfg, k: int) -> Terms:
     zero = f(0.0)
     return Terms(w=f(w), x_max=f(cfg.population.x_max), emitter_right=jnp.asarray(cfg.state.rights == "emitter"),
                  bargaining_power=f(cfg.mechanism.bargaining_power), discount_emitter=f(0.95),
-                 discount_victims=f(0.95), per_round=zero, tc_emitter=zero, tc_victims=zero)
+                 discount_victims=f(0.95), per_round=zero, tc_emitter=zero, tc_victims=zero,
+                 threshold=f(cfg.mechanism.threshold), refund_bonus=f(cfg.mechanism.refund_bonus))
 
 
 def observe(c: jax.Array, k: int) -> jax.Array:

@@ -11,7 +11,7 @@ import typer
 
 from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
 
-TRAINABLE_MECHANISMS = ("lindahl", "clarke")
+TRAINABLE_MECHANISMS = ("lindahl", "clarke", "assurance")
 LIVE = ("utility", "bne_rmse", "utility_loss_rel", "train_efficiency", "efficiency")
 
 
