@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.scipy.special import ndtri
 
 from coasejax.config import Distribution, PopulationConfig
 
@@ -28,6 +29,16 @@ def sample(key: jax.Array, dist: Distribution, n: int) -> jax.Array:
     if dist.kind == "uniform":
         return jax.random.uniform(key, (n,), jnp.float32, dist.low, dist.high)
     return jnp.exp(dist.mu + dist.sigma * jax.random.normal(key, (n,), jnp.float32))
+
+
+def inverse_cdf(dist: Distribution, u: jax.Array) -> jax.Array:
+    """The quantiles of a :class:`Distribution` at ``u`` in (0, 1) (draws, given uniforms)."""
+    u = jnp.asarray(u, jnp.float32)
+    if dist.kind == "constant":
+        return jnp.full_like(u, dist.value)
+    if dist.kind == "uniform":
+        return dist.low + (dist.high - dist.low) * u
+    return jnp.exp(dist.mu + dist.sigma * ndtri(u))
 
 
 def make_population(key: jax.Array, cfg: PopulationConfig, n_providers: int = 1) -> Population:

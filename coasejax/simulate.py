@@ -229,7 +229,8 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
                                / np.maximum(per_round["provider_clients"].sum(axis=1).mean(axis=0), 1.0)).tolist(),
         "provider_welfare": per_round["provider_welfare"].sum(axis=1).mean(axis=0).tolist(),
         "provider_protocols": list(cfg.providers.protocols(cfg.mechanism.kind)),
-        **coalition_summary(tot, n * t * sim.graph.k, cfg.sim.stability),
+        **coalition_summary(tot, n * t * sim.graph.k, cfg.sim.coalitions),
+        **(coalition_breakdowns(per_round, sim.graph.k) if cfg.sim.coalitions else {}),
         "red_line_excess": (None if not np.isfinite(per_round["red_line_excess"]).any()
                             else float(per_round["red_line_excess"].max())),
         "wealth_change": wealth_change,
@@ -260,18 +261,33 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
     return summary
 
 
-def coalition_summary(tot: dict, victim_slots: int, stability: bool = True) -> dict:
+def coalition_summary(tot: dict, victim_slots: int, diagnostics: bool = True) -> dict:
     """Coalition analytics from the round totals (None where undefined: no deals, nobody benefited)."""
     return {
         "participation_rate": tot["coalition_members"] / victim_slots,
         "free_rider_share": _ratio(tot["free_riders"], tot["beneficiaries"]),
         "coalition_size_mean": _ratio(tot["coalition_members"], tot["coalitions"]),
         "assurance_success_rate": _ratio(tot["provided"], tot["efficient_changes"]),
-        "coalition_stability": (None if not stability or tot["coalition_members"] <= 0
+        "coalition_stability": (None if not diagnostics or tot["coalition_members"] <= 0
                                 else 1.0 - tot["leavers"] / tot["coalition_members"]),
         "harm_internalised": (None if tot["harm_gap_status_quo"] <= 0
                               else 1.0 - tot["harm_gap"] / tot["harm_gap_status_quo"]),
     }
+
+
+def coalition_breakdowns(per_round: dict, k: int) -> dict:
+    """Participation and free riding by wealth decile and by harm quartile (agent type), and the pledge-ratio and
+    coalition-size histograms, summed over rounds and averaged over environments."""
+    out = {}
+    for key, name in (("by_wealth", "coalitions_by_wealth_decile"), ("by_harm", "coalitions_by_harm_quartile")):
+        agents, members, benefited, free = per_round[key].sum(axis=1).mean(axis=0)
+        out[name] = {"agent_share": (agents / max(agents.sum(), 1e-30)).tolist(),
+                     "participation_rate": [_ratio(m, a * k) for m, a in zip(members, agents)],
+                     "free_rider_share": [_ratio(f, b) for f, b in zip(free, benefited)]}
+    pledges = per_round["pledge_hist"].sum(axis=1).mean(axis=0)
+    out["pledge_ratio_histogram"] = {"upper_edges": [*coase.PLEDGE_BINS, None], "members": pledges.tolist()}
+    out["coalition_size_histogram"] = per_round["size_hist"].sum(axis=1).mean(axis=0).tolist()
+    return out
 
 
 def layer_binding(per_round: dict, names: list[tuple[str, str]], bargains: int) -> dict:

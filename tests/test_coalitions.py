@@ -149,3 +149,24 @@ def test_engine_pledging_matches_the_symmetric_mixed_equilibrium():
     pmf = np.array([4 * q**3 * (1 - q), q**4])  # J = 3, 4
     participation = (3 * pmf[0] + 4 * pmf[1]) / 4
     assert s["participation_rate"] == pytest.approx(participation, abs=3 * np.sqrt(0.25 / 80_000))
+
+
+def test_breakdowns_add_up_and_low_harm_victims_free_ride():
+    """Equilibrium voluntary contributions: the per-decile and per-quartile breakdowns add up to the totals, the
+    coalition-size histogram counts every honoured deal and reproduces the mean size, and free riding falls with
+    the victim's harm (the low-harm quartile contributes nothing)."""
+    s = summary(**{"mechanism.kind": "lindahl"})
+    n_slots = 20_000 * 4 * 4  # agents × rounds × victims per emitter
+    for name in ("coalitions_by_wealth_decile", "coalitions_by_harm_quartile"):
+        b = s[name]
+        total = sum(share * rate for share, rate in zip(b["agent_share"], b["participation_rate"]))
+        assert total == pytest.approx(s["participation_rate"], rel=1e-5)
+    sizes = np.asarray(s["coalition_size_histogram"])
+    assert sizes.sum() == pytest.approx(s["deal_rate"] * 20_000 * 4, rel=1e-6)
+    members = np.arange(len(sizes)) @ sizes
+    assert members / sizes[1:].sum() == pytest.approx(s["coalition_size_mean"], rel=1e-6)
+    assert members == pytest.approx(s["participation_rate"] * n_slots, rel=1e-6)
+    assert sum(s["pledge_ratio_histogram"]["members"]) == pytest.approx(members, rel=1e-6)
+    by_harm = s["coalitions_by_harm_quartile"]["free_rider_share"]
+    assert by_harm[0] == pytest.approx(1.0) and by_harm[3] < 0.2
+    assert all(a >= b for a, b in zip(by_harm, by_harm[1:]))

@@ -35,7 +35,7 @@ from coasejax.graphs import Graph, slot_sum
 from coasejax.mechanisms import MECHANISMS, Bargain, Outcome, Terms
 from coasejax.mechanisms.assurance import equilibrium_pledges
 from coasejax.mechanisms.base import efficient_activity, harm_shares
-from coasejax.population import Population, drift_types, make_population, round_words, unit_uniform
+from coasejax.population import Population, drift_types, inverse_cdf, make_population, round_words, unit_uniform
 from coasejax.rules import RULES, Audit, IndividualParams, ProviderParams, StateParams, active, constrain
 from coasejax.rules import individual as individual_layer
 from coasejax.rules.provider import choose_providers, of_agents, segment_totals
@@ -59,6 +59,8 @@ class EnvParams:
     enforcement: jax.Array
     shade: jax.Array
     threshold: jax.Array  # assurance: the fraction of the victims who must pledge
+    wealth_deciles: jax.Array  # f32[9] the deciles of population.wealth (coalition breakdowns)
+    harm_quartiles: jax.Array  # f32[3] the quartiles of population.harm (agent types in the breakdowns)
     refund_bonus: jax.Array  # assurance: the bonus of a failed contract per unit of pledge
     drift: jax.Array
     one: jax.Array  # a traced 1.0 for :func:`coasejax.xla.materialise`
@@ -69,7 +71,7 @@ class EnvParams:
     emitter_first: bool = struct.field(pytree_node=False, default=True)
     draw_enforcement: bool = struct.field(pytree_node=False, default=False)  # False when enforcement == 1
     draw_drift: bool = struct.field(pytree_node=False, default=False)  # False when drift == 0
-    stability: bool = struct.field(pytree_node=False, default=False)  # check members' unilateral exits
+    coalitions: bool = struct.field(pytree_node=False, default=False)  # coalition diagnostics (sim.coalitions)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "EnvParams":
@@ -89,6 +91,8 @@ class EnvParams:
             enforcement=f(cfg.state.enforcement),
             shade=f(cfg.advocates.shade),
             threshold=f(m.threshold),
+            wealth_deciles=inverse_cdf(cfg.population.wealth, jnp.arange(1, 10) / 10.0),
+            harm_quartiles=inverse_cdf(cfg.population.harm, jnp.arange(1, 4) / 4.0),
             refund_bonus=f(m.refund_bonus),
             drift=f(cfg.population.drift),
             one=f(1.0),
@@ -99,7 +103,7 @@ class EnvParams:
             emitter_first=m.first_mover == "emitter",
             draw_enforcement=cfg.state.enforcement < 1.0,
             draw_drift=cfg.population.drift > 0.0,
-            stability=cfg.sim.stability,
+            coalitions=cfg.sim.coalitions,
         )
 
     def rule_params(self, indiv: IndividualParams) -> dict:
@@ -146,12 +150,41 @@ class RoundMetrics(NamedTuple):
     free_riders: jax.Array  # ... without paying anything
     efficient_changes: jax.Array  # bargains whose first best differs from the status quo
     provided: jax.Array  # ... in which an honoured deal moved the activity
-    leavers: jax.Array  # members who would gain by leaving alone (sim.stability; else 0)
+    leavers: jax.Array  # members who would gain by leaving alone (sim.coalitions; else 0)
+    # sim.coalitions (else zeros): rows agents, memberships, benefited, free rides (each agent as a victim, over its
+    # k emitters) by wealth decile f32[4, 10] and by harm quartile f32[4, 4]; members by the ratio of their payment to
+    # their value of the change (PLEDGE_BINS) f32[len(PLEDGE_BINS) + 1]; honoured deals by coalition size f32[k + 1]
+    by_wealth: jax.Array
+    by_harm: jax.Array
+    pledge_hist: jax.Array
+    size_hist: jax.Array
     harm_gap: jax.Array  # Σ C |x − x*|: external harm not internalised
     harm_gap_status_quo: jax.Array  # Σ C |x_sq − x*|: the same at the status quo
 
 
 LAYERS = tuple(layer.name for layer in RULES.layers)
+#: upper edges of the bins of a member's payment over its value of the deal's change (the last bin is open)
+PLEDGE_BINS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+
+
+def coalition_breakdowns(params: EnvParams, graph: Graph, pop: Population, honoured, member, benefited, free, pays,
+                         value) -> dict:
+    """The per-round breakdowns of :class:`RoundMetrics` (``by_wealth``, ``by_harm``, ``pledge_hist``,
+    ``size_hist``) from the honoured deals ``bool[N]``, per-slot masks ``bool[k, N]`` and each victim's payment and
+    value of the change ``f32[k, N]`` (magnitudes: under the victim's right both are what it is paid and its harm)."""
+    f = lambda m: slot_sum(graph.into(m.astype(jnp.float32)))  # noqa: E731  per agent, over its k emitters
+    rows = jnp.stack([jnp.ones_like(pop.a), f(member), f(benefited), f(free)])
+    decile = jnp.searchsorted(params.wealth_deciles, pop.wealth)
+    quartile = jnp.searchsorted(params.harm_quartiles, pop.c)
+    pays, value = jnp.abs(pays), jnp.abs(value)
+    ratio = jnp.where(value > 0, pays / jnp.where(value > 0, value, 1.0), jnp.inf)
+    pledge_bin = jnp.searchsorted(jnp.asarray(PLEDGE_BINS, jnp.float32), ratio)
+    size = jnp.sum(member, axis=0).astype(jnp.int32)
+    k = member.shape[0]
+    return dict(by_wealth=segment_totals(rows, decile, 10), by_harm=segment_totals(rows, quartile, 4),
+                pledge_hist=segment_totals(member.reshape(1, -1).astype(jnp.float32), pledge_bin.reshape(-1),
+                                           len(PLEDGE_BINS) + 1)[0],
+                size_hist=segment_totals(honoured.astype(jnp.float32)[None, :], size, k + 1)[0])
 
 
 def constraint_names(params: EnvParams, state: EnvState) -> list[tuple[str, str]]:
@@ -368,7 +401,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
 
         out, attempt, honoured = fence((out, attempt, honoured))
         leavers = jnp.float32(0.0)
-        if params.stability:  # each member's unilateral exit: report no harm (and pledge nothing), all else equal
+        if params.coalitions:  # each member's unilateral exit: report no harm (and pledge nothing), all else equal
             members = honoured[None, :] & (out.from_victims != 0.0)
             gone = []
             for s in range(k):
@@ -469,6 +502,13 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         harm_gap=jnp.sum(cost * jnp.abs(x - x_star)),
         harm_gap_status_quo=jnp.sum(cost * jnp.abs(x_sq - x_star)),
     )
+    if params.coalitions:
+        coalition_stats.update(coalition_breakdowns(params, graph, pop, honoured, member, benefited,
+                                                    benefited & (from_victims <= 0.0), from_victims,
+                                                    params.w * c_nb * (x - x_sq)))
+    else:
+        coalition_stats.update(by_wealth=jnp.zeros((4, 10)), by_harm=jnp.zeros((4, 4)),
+                               pledge_hist=jnp.zeros((len(PLEDGE_BINS) + 1,)), size_hist=jnp.zeros((k + 1,)))
     metrics = RoundMetrics(
         welfare=jnp.sum(value),
         first_best=jnp.sum(model.social_value(pop.a, cost, x_star)),

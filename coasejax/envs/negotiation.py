@@ -51,13 +51,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import struct
-from jax.scipy.special import ndtri
 
 from coasejax.config import Distribution
 from coasejax.mechanisms.alternating import proposer_value
 from coasejax.mechanisms.base import Terms
 from coasejax.model import benefit, first_best, status_quo
 from coasejax.population import drift_factor, round_words, unit_uniform
+from coasejax.population import inverse_cdf as draw
 from coasejax.rules.provider import ProviderParams, choose_providers, segment_totals
 
 #: action fields, in order (each in (0, 1) except ``report``, in (0, 2))
@@ -163,15 +163,6 @@ class Round(NamedTuple):
     strategic_deal: jax.Array  # bool: at a start, whether both sides take part in the subgame-perfect play
     strategic_gain: jax.Array  # at a start, (L S − 2κ)·strategic_deal
     episode_value: jax.Array  # at a start, L S
-
-
-def draw(dist: Distribution, u: jax.Array) -> jax.Array:
-    """Draws from a :class:`Distribution` by inverting its CDF at uniforms ``u``."""
-    if dist.kind == "constant":
-        return jnp.full_like(u, dist.value)
-    if dist.kind == "uniform":
-        return dist.low + (dist.high - dist.low) * u
-    return jnp.exp(dist.mu + dist.sigma * ndtri(u))
 
 
 def rubinstein_split(params: Params, cost: float = 0.0, emitter_first: bool | None = None) -> jax.Array:
