@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -82,7 +81,7 @@ def test_train_and_eval_cli_write_their_outputs(tmp_path):
     assert ev["step"] == 20 and 0 <= ev["bne_rmse"] < 0.5
     # fresh draws: close to, but not the same numbers as, the training-time evaluation of step 20
     assert ev["revenue"] != lines[1]["revenue"] and abs(ev["revenue"] - lines[1]["revenue"]) < 0.02
-    r2 = cli("eval", str(out), "--step", "20")
+    cli("eval", str(out), "--step", "20")
     assert json.loads((out / "eval.json").read_text()) == ev  # deterministic
 
 
