@@ -1,4 +1,4 @@
-"""``coasejax`` command line: ``simulate``, ``bench``, ``train``, ``eval`` and ``compare`` (``report`` comes later).
+"""``coasejax`` command line: ``simulate``, ``bench``, ``train``, ``eval``, ``compare`` and ``report``.
 
 Bad input (a missing or malformed config, an unknown key, a value out of range) prints one line naming the key or
 file and what is allowed, and exits with code 2, without a traceback.
@@ -202,6 +202,30 @@ def bench(
         write_atomic(out, json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {out}", highlight=False)
     print(json.dumps({k: v for k, v in result.items() if k != "sizes"} | {"sizes": result["sizes"]}))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by simulate, train or a reproduction script.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the page's path.")] = False,
+) -> None:
+    """Write RUN_DIR/report.html: the run's figures (welfare and efficiency, efficiency against transaction cost,
+    coalitions and free riding, wealth Lorenz curve, layer binding, provider shares) on one page that opens in a
+    browser with no server."""
+    if not run_dir.is_dir():
+        fail(f"RUN_DIR {run_dir}: not a directory")
+    from coasejax.eval.report import write_report
+
+    try:
+        page = write_report(run_dir)
+    except FileNotFoundError as e:
+        fail(str(e))
+    except (KeyError, ValueError, json.JSONDecodeError) as e:
+        fail(f"RUN_DIR {run_dir}: its files are not in the format coasejax writes ({type(e).__name__}: {e})")
+    if quiet:
+        print(page)
+    else:
+        console.print(f"wrote {page} — open it in a browser", highlight=False)
 
 
 app.command("train")(train_commands.train)

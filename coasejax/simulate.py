@@ -162,6 +162,7 @@ def run(sim: Simulation, on_chunk: Callable[[int], None] | None = None) -> dict:
     per_round, seconds, w0, w1 = _roll_out(sim, on_chunk)
     summary = summarise(sim.cfg, per_round, seconds, sim, w0.sum(axis=1), w1.sum(axis=1))
     summary["gini_wealth"] = float(np.mean([gini(w) for w in w1]))
+    summary["wealth_lorenz"] = np.mean([lorenz(w) for w in w1], axis=0).tolist()
     return summary
 
 
@@ -177,6 +178,15 @@ def run_sweep(sim: Simulation, on_chunk: Callable[[int], None] | None = None) ->
         s["agent_steps_per_second"] *= len(sim.settings)  # the whole sweep ran in `seconds`
         rows.append({"setting": setting, **s})
     return rows
+
+
+def lorenz(values: np.ndarray, points: int = 21) -> np.ndarray:
+    """The Lorenz curve at ``points`` evenly spaced population shares (0 … 1): the share of the total held by the
+    poorest fraction."""
+    v = np.sort(np.asarray(values, np.float64))
+    cum = np.concatenate([[0.0], np.cumsum(v)])
+    idx = np.round(np.linspace(0, v.size, points)).astype(int)
+    return cum[idx] / (cum[-1] if cum[-1] != 0 else 1.0)
 
 
 def gini(values: np.ndarray) -> float:

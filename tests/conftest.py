@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -21,3 +23,9 @@ def run():
         return simulate(make_cfg(**overrides))
 
     return _run
+
+
+def cli(*args, **kw):
+    """``python -m coasejax.cli ARGS`` in a subprocess (``kw``: subprocess.run's, e.g. ``cwd``)."""
+    kw.setdefault("timeout", 300)
+    return subprocess.run([sys.executable, "-m", "coasejax.cli", *args], capture_output=True, text=True, **kw)

@@ -12,15 +12,13 @@ import numpy as np
 
 from coasejax import checkpoint as ckpt
 from coasejax.config import load_config
+from tests.conftest import cli
 
 SMALL = ["train.iterations=300", "train.log_every=25", "checkpoint.every=50", "checkpoint.keep=2",
          "train.population=64", "train.batch=256", "train.opponents=4096", "train.eval_values=256",
          "train.eval_opponents=4096", "train.eval_grid=64"]
 
 
-def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "coasejax.cli", *args], capture_output=True, text=True,
-                          timeout=300, **kw)
 
 
 def final_state(run: Path):

@@ -1,22 +1,18 @@
 """Configs and the command line: presets, overrides, outputs, and one-line errors with exit code 2."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from coasejax.config import ConfigError, Distribution, load_config
+from tests.conftest import cli
 
 REQUIRED_KEYS = ["n_agents", "rounds", "welfare", "first_best_welfare", "status_quo_welfare", "efficiency",
                  "mean_activity", "transfers", "transaction_costs_paid", "deal_rate", "agent_steps_per_second"]
 
 
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "coasejax.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
 
 
 def test_presets_load_by_name_and_by_path():

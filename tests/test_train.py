@@ -2,8 +2,6 @@
 Lindahl contributions, truth under the Clarke pivot)."""
 
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,13 +10,12 @@ import pytest
 from coasejax.config import load_config
 from coasejax.train import es
 from coasejax.train.game import make_game
+from tests.conftest import cli
 
 TINY = ["train.population=32", "train.batch=128", "train.opponents=1024", "train.eval_values=256",
         "train.eval_opponents=4096", "train.eval_grid=64", "train.log_every=10"]
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "coasejax.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_es_pseudo_gradient_points_up_the_utility():

@@ -1,0 +1,329 @@
+"""``coasejax report RUN_DIR``: one self-contained HTML page (``report.html`` and ``report_figures/*.png``) for any run.
+
+It reads what the run wrote — ``summary.json`` (``simulate`` or ``train``), ``sweep.json`` (a ``simulate`` sweep),
+``metrics.jsonl`` (training) and ``tc_curves.json`` (``scripts/repro_tc_curves.sh``) — and draws every figure the
+data allow:
+
+* welfare and efficiency over rounds (simulate) and over training (train);
+* efficiency against transaction cost on a log axis, per mechanism and rights regime (a reproduction run, a sweep
+  over a cost key, or the multi-round PPO run's per-round-cost curve);
+* the coalition-size histogram and the pledge ratios of coalition members;
+* the free-rider share against victims per emitter (a sweep over ``population.degree``, or the ES Coase game's
+  per-k metrics), and by harm quartile;
+* the wealth Lorenz curve;
+* how often each rule layer binds;
+* provider market shares over rounds or training.
+
+The page needs no server: figures are files next to it, and a script on the page records how many of them the
+browser loaded (``data-figures-loaded`` on ``<body>``), which the test reads back from headless Chromium.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+from coasejax.cliutil import write_atomic
+
+COST_KEYS = ("state.transaction_costs.per_party", "state.transaction_costs.per_round",
+             "state.transaction_costs.per_deal", "state.tc_floor")
+HEADLINE = ("efficiency", "welfare_ratio", "deal_rate", "participation_rate", "free_rider_share",
+            "coalition_size_mean", "assurance_success_rate", "coalition_stability", "harm_internalised",
+            "gini_wealth", "proposer_share", "rubinstein_share", "bne_rmse", "utility", "agent_steps_per_second")
+
+
+class RunData:
+    """Everything a run directory holds that the report can use (missing files: None)."""
+
+    def __init__(self, run: Path):
+        self.run = run
+        self.summary = _json(run / "summary.json")
+        self.sweep = _json(run / "sweep.json")
+        self.tc_curves = _json(run / "tc_curves.json")
+        lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+        self.metrics = [json.loads(x) for x in lines if x.strip()]
+        if self.summary is None and self.sweep is None and self.tc_curves is None and not self.metrics:
+            raise FileNotFoundError(f"{run}: no summary.json, sweep.json, metrics.jsonl or tc_curves.json — not a "
+                                    f"coasejax run directory")
+
+    def summary_label(self) -> str:
+        return (self.summary or {}).get("mechanism", "run")
+
+
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+# -- figures: each returns a caption, or None when the run has no data for it -----------------------------------------
+def fig_rounds(d: RunData, ax_pair):
+    per = (d.summary or {}).get("per_round")
+    if not per or "welfare" not in per:
+        return None
+    ax1, ax2 = ax_pair
+    t = range(1, len(per["welfare"]) + 1)
+    ax1.plot(t, per["welfare"], color="C0")
+    ax1.set(xlabel="round", ylabel="welfare", title="welfare over rounds")
+    ax2.plot(t, [_num(v) for v in per["efficiency"]], color="C1")
+    ax2.set(xlabel="round", ylabel="efficiency", title="efficiency over rounds", ylim=(-0.05, 1.05))
+    return "Welfare and efficiency (W − W_sq)/(W* − W_sq) in each round of the simulation."
+
+
+def fig_training(d: RunData, ax_pair):
+    rows = d.metrics
+    if not rows:
+        return None
+    ax1, ax2 = ax_pair
+    steps = [r["step"] for r in rows]
+    drawn = False
+    for key, ax in (("efficiency", ax1), ("train_efficiency", ax1), ("utility", ax2), ("train_utility", ax2),
+                    ("bne_rmse", ax2)):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        if pts:
+            ax.plot(*zip(*pts), marker="." if len(pts) < 40 else None, label=key)
+            drawn = True
+    if not drawn:
+        return None
+    ax1.set(xlabel="iteration", title="efficiency over training")
+    ax2.set(xlabel="iteration", title="utility over training")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+        ax.set_xlim(0, max(steps) * 1.02)
+    return "Efficiency and utility logged during training (metrics.jsonl)."
+
+
+def _tc_series(d: RunData) -> tuple[dict, str] | None:
+    """``{label: [(cost, efficiency), ...]}`` and the cost's name, from the best source the run has."""
+    if d.tc_curves:
+        series = {f"{c['mechanism']}, {c['rights']}'s right": [(p["cost"], p["efficiency"]) for p in c["points"]]
+                  for c in d.tc_curves["curves"]}
+        return series, d.tc_curves.get("cost_key", "transaction cost")
+    if d.sweep:
+        key = next((k for k in d.sweep["keys"] if k in COST_KEYS), None)
+        if key is not None:
+            series: dict = {}
+            for r in d.sweep["rows"]:
+                rest = ", ".join(f"{k}={v}" for k, v in r["setting"].items() if k != key) or d.summary_label()
+                series.setdefault(rest, []).append((r["setting"][key], r.get("efficiency")))
+            return series, key
+    curve = (d.summary or {}).get("cost_curve")
+    if curve:
+        series = {}
+        for r in curve["curve"]:
+            series.setdefault(f"learned, {r['regime']}'s right", []).append((r["per_round_cost"], r["efficiency"]))
+            series.setdefault(f"analytic, {r['regime']}'s right", []).append(
+                (r["per_round_cost"], r["analytic_efficiency"]))
+        return series, "per-round negotiation cost"
+    return None
+
+
+def fig_tc(d: RunData, ax):
+    found = _tc_series(d)
+    if found is None:
+        return None
+    series, key = found
+    positive = [c for pts in series.values() for c, _ in pts if c and c > 0]
+    floor = min(positive) / 3 if positive else 1e-4
+    for i, (label, pts) in enumerate(series.items()):
+        pts = sorted((c, _num(e)) for c, e in pts)
+        xs = [c if c > 0 else floor for c, _ in pts]
+        ls = "--" if "victim" in label else "-"
+        ax.plot(xs, [e for _, e in pts], ls, marker="o", ms=3, color=f"C{(i // 2) % 10}" if len(series) > 2
+                else f"C{i}", label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel=f"{key} (log; the leftmost point is 0)", ylabel="efficiency",
+           title="efficiency against transaction cost")
+    ax.legend(fontsize=6, ncol=2)
+    return (f"Efficiency against {key}, per mechanism and rights regime (dashed: the victim's right). The "
+            f"leftmost point of each line is the cost 0.")
+
+
+def fig_coalition_sizes(d: RunData, ax_pair):
+    s = d.summary or {}
+    sizes, pledges = s.get("coalition_size_histogram"), s.get("pledge_ratio_histogram")
+    if not sizes:
+        return None
+    ax1, ax2 = ax_pair
+    ax1.bar(range(len(sizes)), sizes, color="C2")
+    ax1.set(xlabel="members (victims who pay into or are paid by the deal)", ylabel="honoured deals",
+            title="coalition sizes")
+    edges = pledges["upper_edges"]
+    labels = [f"≤{e:g}" if e is not None else f">{edges[-2]:g}" for e in edges]
+    ax2.bar(range(len(labels)), pledges["members"], color="C4")
+    ax2.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax2.set(xlabel="payment / value of the change", ylabel="members", title="what members pay")
+    return ("Coalition-size histogram over honoured deals, and each member's payment over its value of the change "
+            "(under the victim's right: compensation over harm).")
+
+
+def fig_free_riding(d: RunData, ax_pair):
+    ax1, ax2 = ax_pair
+    drawn = False
+    if d.sweep and "population.degree" in d.sweep["keys"]:
+        series: dict = {}
+        for r in d.sweep["rows"]:
+            rest = ", ".join(f"{k}={v}" for k, v in r["setting"].items() if k != "population.degree") or "run"
+            series.setdefault(rest, []).append((r["setting"]["population.degree"], _num(r.get("free_rider_share"))))
+        for label, pts in series.items():
+            ax1.plot(*zip(*sorted(pts)), marker="o", label=label)
+        ax1.legend(fontsize=7)
+        ax1.set(ylabel="free-rider share")
+        drawn = True
+    elif d.summary and any(k.startswith("report_ratio_k") for k in d.summary):
+        ks = sorted(int(k[len("report_ratio_k"):]) for k in d.summary if k.startswith("report_ratio_k"))
+        ax1.plot(ks, [d.summary[f"report_ratio_k{k}"] for k in ks], marker="o", label="learned report ratio")
+        ax1.plot(ks, [1 / (k + 1) for k in ks], ls="--", label="equilibrium 1/(k+1) (identical victims)")
+        ax1.legend(fontsize=7)
+        ax1.set(ylabel="reported / true harm")
+        drawn = True
+    if drawn:
+        ax1.set(xlabel="victims per emitter", title="free riding against group size")
+    by_wealth = (d.summary or {}).get("coalitions_by_wealth_decile")
+    if not drawn and by_wealth:  # one group size in this run: the left panel shows wealth deciles instead
+        _bars(ax1, by_wealth, "wealth decile (1: poorest)", "free riding by wealth")
+        drawn = True
+    by = (d.summary or {}).get("coalitions_by_harm_quartile")
+    if by:
+        _bars(ax2, by, "harm quartile (1: least harmed)", "free riding by victim type")
+        drawn = True
+    return ("Free riding: the share of victims whose harm fell without paying, against victims per emitter (or, "
+            "for learned advocates, the share of the true harm they report, or, with one group size, by wealth "
+            "decile), and by harm quartile.") if drawn else None
+
+
+def _bars(ax, by: dict, xlabel: str, title: str) -> None:
+    xs = range(1, len(by["free_rider_share"]) + 1)
+    ax.bar(xs, [_num(v) for v in by["free_rider_share"]], color="C3", label="free-rider share")
+    ax.plot(xs, [_num(v) for v in by["participation_rate"]], "ko-", label="participation")
+    ax.set(xlabel=xlabel, title=title, ylim=(0, 1.05))
+    ax.legend(fontsize=7)
+
+
+def fig_lorenz(d: RunData, ax):
+    lorenz = (d.summary or {}).get("wealth_lorenz")
+    if not lorenz:
+        return None
+    xs = [i / (len(lorenz) - 1) for i in range(len(lorenz))]
+    ax.plot(xs, lorenz, color="C0", label=f"final wealth (Gini {_num(d.summary.get('gini_wealth')):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", label="equality")
+    ax.set(xlabel="share of agents (poorest first)", ylabel="share of wealth", title="wealth Lorenz curve")
+    ax.legend(fontsize=7)
+    return "Lorenz curve of the agents' wealth at the end of the simulation."
+
+
+def fig_layers(d: RunData, ax):
+    lb = (d.summary or {}).get("layer_binding")
+    if not lb:
+        return None
+    names, rates = [], []
+    for layer, rows in lb.items():  # {layer: {"any": rate, constraint: rate, ...}}
+        for name, rate in (rows.items() if isinstance(rows, dict) else [("any", rows)]):
+            names.append(layer if name == "any" else f"{layer}: {name}")
+            rates.append(_num(rate))
+    ax.barh(range(len(names)), rates, color="C5")
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set(xlabel="share of bargains in which it changed an action", title="rule-layer binding rates")
+    return "How often each rule layer (and each of its constraints) changed an advocate's action."
+
+
+def fig_providers(d: RunData, ax):
+    per = (d.summary or {}).get("per_round") or {}
+    shares = per.get("provider_shares")
+    if shares and len(shares[0]) > 1:
+        for j in range(len(shares[0])):
+            ax.plot(range(1, len(shares) + 1), [row[j] for row in shares], label=f"provider {j}")
+        ax.set(xlabel="round", ylabel="market share", title="provider market shares", ylim=(0, 1))
+        ax.legend(fontsize=7)
+        return "Each provider's share of the clients, round by round."
+    pts = [(r["step"], r.get("train_provider_shares", r.get("provider_shares"))) for r in d.metrics]
+    pts = [(s, v) for s, v in pts if isinstance(v, list) and len(v) > 1]
+    if not pts:
+        return None
+    for j in range(len(pts[0][1])):
+        ax.plot([s for s, _ in pts], [v[j] for _, v in pts], label=f"provider {j}")
+    ax.set(xlabel="iteration", ylabel="market share", title="provider market shares over training", ylim=(0, 1))
+    ax.legend(fontsize=7)
+    return "Each provider's share of the clients at the end of each logged training chunk."
+
+
+FIGURES = (("rounds", fig_rounds, 2), ("training", fig_training, 2), ("tc_curve", fig_tc, 1),
+           ("coalitions", fig_coalition_sizes, 2), ("free_riding", fig_free_riding, 2), ("lorenz", fig_lorenz, 1),
+           ("layers", fig_layers, 1), ("providers", fig_providers, 1))
+
+
+def write_report(run: Path) -> Path:
+    """Writes ``run/report.html`` and its figures; returns the page's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = RunData(run)
+    fig_dir = run / "report_figures"
+    fig_dir.mkdir(exist_ok=True)
+    made, missing = [], []
+    for name, draw, panels in FIGURES:
+        fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), constrained_layout=True)
+        caption = draw(d, axes if panels > 1 else axes)
+        if caption is None:
+            missing.append(name)
+        else:
+            path = fig_dir / f"{name}.png"
+            tmp = path.with_suffix(".tmp.png")
+            fig.savefig(tmp, dpi=100)
+            tmp.replace(path)
+            made.append((name, caption))
+        plt.close(fig)
+    page = run / "report.html"
+    write_atomic(page, _html(d, made, missing))
+    return page
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else (f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}")
+    return html.escape(str(v))
+
+
+def _html(d: RunData, made: list, missing: list) -> str:
+    s = d.summary or {}
+    cfg = s.get("config") or {}
+    title = f"coasejax report — {d.run.name}"
+    rows = "".join(f"<tr><th>{k}</th><td>{_fmt(s[k])}</td></tr>" for k in HEADLINE if s.get(k) is not None)
+    if d.tc_curves:
+        rows += f"<tr><th>curves</th><td>{len(d.tc_curves['curves'])} mechanism × rights lines</td></tr>"
+    about = ", ".join(f"{k}: {html.escape(str(s[k]))}" for k in ("mechanism", "rights", "strategy", "game", "algo")
+                      if k in s)
+    figs = "".join(f'<figure><img src="report_figures/{n}.png" alt="{n}" class="fig"><figcaption>'
+                   f"{html.escape(c)}</figcaption></figure>" for n, c in made)
+    none = (f"<p class=note>Not in this run: {', '.join(missing)}.</p>" if missing else "")
+    cfg_block = (f"<details><summary>configuration</summary><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>"
+                 f"</details>" if cfg else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; }} th, td {{ padding: 2px 12px; text-align: left; border-bottom: 1px solid #ddd; }}
+figure {{ margin: 1.5em 0; }} img.fig {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 90%; }}
+.note {{ color: #777; }}
+</style></head>
+<body data-figures-total="{len(made)}" data-figures-loaded="0">
+<h1>{html.escape(title)}</h1>
+<p>{about}</p>
+<table>{rows}</table>
+{figs}
+{none}
+{cfg_block}
+<script>
+window.addEventListener("load", () => {{
+  const imgs = [...document.querySelectorAll("img.fig")];
+  document.body.dataset.figuresLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+}});
+</script>
+</body></html>
+"""
