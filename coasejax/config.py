@@ -245,6 +245,10 @@ class MechanismConfig(_Section):
         "emitter", description="alternating: who proposes first (random: drawn per episode, env.kind coase_rounds)")
     threshold: float = Field(1.0, gt=0.0, le=1.0, description="assurance: the fraction of an emitter's victims who "
                                                               "must pledge (1.0: all of them)")
+    pooling: bool = Field(False, description="victims may pool with the victims of the other emitters that harm them: "
+                          "one coalition discovers all of them at one per_party cost a round plus pool_cost; they "
+                          "pool iff that is cheaper")
+    pool_cost: float = Field(0.0, ge=0.0, description="pooling: a pooled coalition's cost per member and round")
     refund_bonus: float = Field(0.0, ge=0.0, le=10.0, description="assurance: bonus paid to each pledger of a failed "
                                 "contract, as a fraction of its pledge (> 0: a dominant assurance contract)")
 

@@ -239,7 +239,7 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
                                / np.maximum(per_round["provider_clients"].sum(axis=1).mean(axis=0), 1.0)).tolist(),
         "provider_welfare": per_round["provider_welfare"].sum(axis=1).mean(axis=0).tolist(),
         "provider_protocols": list(cfg.providers.protocols(cfg.mechanism.kind)),
-        **coalition_summary(tot, n * t * sim.graph.k, cfg.sim.coalitions),
+        **coalition_summary(tot, n * t * sim.graph.k, cfg.sim.coalitions, cfg.mechanism.pooling),
         **(coalition_breakdowns(per_round, sim.graph.k) if cfg.sim.coalitions else {}),
         "red_line_excess": (None if not np.isfinite(per_round["red_line_excess"]).any()
                             else float(per_round["red_line_excess"].max())),
@@ -271,7 +271,7 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
     return summary
 
 
-def coalition_summary(tot: dict, victim_slots: int, diagnostics: bool = True) -> dict:
+def coalition_summary(tot: dict, victim_slots: int, diagnostics: bool = True, pooling: bool = False) -> dict:
     """Coalition analytics from the round totals (None where undefined: no deals, nobody benefited)."""
     return {
         "participation_rate": tot["coalition_members"] / victim_slots,
@@ -280,6 +280,8 @@ def coalition_summary(tot: dict, victim_slots: int, diagnostics: bool = True) ->
         "assurance_success_rate": _ratio(tot["provided"], tot["efficient_changes"]),
         "coalition_stability": (None if not diagnostics or tot["coalition_members"] <= 0
                                 else 1.0 - tot["leavers"] / tot["coalition_members"]),
+        "pooled_share": _ratio(tot["pooled_members"], tot["coalition_members"]) if pooling else None,
+        "coalition_span_mean": _ratio(tot["span"], tot["pooled_members"]) if pooling else None,
         "harm_internalised": (None if tot["harm_gap_status_quo"] <= 0
                               else 1.0 - tot["harm_gap"] / tot["harm_gap_status_quo"]),
     }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from coasejax.config import load_config
-from coasejax.simulate import build, run
+from coasejax.simulate import build, run, run_sweep
 
 A = importlib.import_module("coasejax.mechanisms.assurance")  # the package exports the function of the same name
 
@@ -95,13 +95,16 @@ def test_assurance_beats_voluntary_contributions_at_the_same_costs():
 
 @pytest.mark.parametrize("kind", ["clarke", "assurance"])
 def test_efficiency_rises_to_one_as_transaction_costs_fall(kind):
-    """Scaling the preset's discovery, negotiation and deal costs down to 0 (enforcement 1, no drift): efficiency
+    """The discovery cost per party falling from 0.05 to 0 (no other costs, enforcement 1, no drift): efficiency
     rises monotonically and reaches 1 within 1e-4."""
-    effs = []
-    for scale in (10.0, 1.0, 0.1, 0.0):
-        costs = {"state.transaction_costs.per_party": 0.002 * scale, "state.transaction_costs.per_round": 0.001 * scale,
-                 "state.transaction_costs.per_deal": 0.02 * scale}
-        effs.append(summary(**{"mechanism.kind": kind, "mechanism.refund_bonus": 0.1, **FREE, **costs})["efficiency"])
+    sets = {"population.n_agents": 20_000, "sim.rounds": 4, "state.rights": "emitter", "advocates.strategy":
+            "best_response", "mechanism.kind": kind, "mechanism.refund_bonus": 0.1, **FREE}
+    cfg = load_config("coase", [f"{k}={v}" for k, v in sets.items()])
+    costs = [0.05, 0.005, 0.0005, 0.0]  # one compiled sweep
+    cfg.sweep = {"state.transaction_costs.per_party": costs}
+    rows = run_sweep(build(cfg))
+    effs = [next(r["efficiency"] for r in rows if r["setting"]["state.transaction_costs.per_party"] == c)
+            for c in costs]
     assert all(b > a for a, b in zip(effs, effs[1:])), effs
     assert effs[-1] == pytest.approx(1.0, abs=1e-4)
 
@@ -170,3 +173,22 @@ def test_breakdowns_add_up_and_low_harm_victims_free_ride():
     by_harm = s["coalitions_by_harm_quartile"]["free_rider_share"]
     assert by_harm[0] == pytest.approx(1.0) and by_harm[3] < 0.2
     assert all(a >= b for a, b in zip(by_harm, by_harm[1:]))
+
+
+def test_pooling_across_emitters_shares_discovery_costs():
+    """Clarke, truthful, emitter's right, a discovery cost of 0.05 per party and bargain. Pooling (one coalition per
+    victim across its k = 4 emitters) cuts a victim's discovery cost per bargain from 0.05 to 0.0125, so more deals
+    cover their costs and efficiency rises; every member is pooled, and a pooled member's coalition is in at most k
+    deals. A pool cost above the saving, (k − 1)·0.05 = 0.15, stops the pooling and gives back the unpooled run."""
+    base = {"mechanism.kind": "clarke", "advocates.strategy": "truthful", **FREE,
+            "state.transaction_costs.per_party": 0.05}
+    alone = summary(**base)
+    pooled = summary(**base, **{"mechanism.pooling": True})
+    assert pooled["efficiency"] > alone["efficiency"] + 0.05, (pooled["efficiency"], alone["efficiency"])
+    assert pooled["transaction_costs_paid"] / pooled["deal_rate"] < alone["transaction_costs_paid"] / alone["deal_rate"]
+    assert pooled["pooled_share"] == pytest.approx(1.0)
+    assert 1.0 <= pooled["coalition_span_mean"] <= 4.0
+    assert alone["pooled_share"] is None
+    too_dear = summary(**base, **{"mechanism.pooling": True, "mechanism.pool_cost": 0.16})
+    assert too_dear["efficiency"] == pytest.approx(alone["efficiency"], abs=1e-12)
+    assert too_dear["pooled_share"] in (None, 0.0)

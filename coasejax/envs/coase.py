@@ -11,7 +11,8 @@ Each round (``step``):
    for a deal's activity (``deal_activity``: caps, red lines); each bargain runs the protocol of the emitter's
    provider (``providers.protocol``; reports follow it too);
 5. a deal is attempted iff its reported surplus, weighted by the enforcement probability, covers the deal's
-   transaction costs ``TC = per_deal + (k + 1)(per_party + per_round)`` and no party vetoes it (``outlay_*``: budgets;
+   transaction costs ``TC = per_deal + (k + 1)(per_party + per_round)`` (with pooled victims,
+   :func:`victim_party_cost`) and no party vetoes it (``outlay_*``: budgets;
    ``gain_*``: reservation payments); an attempted deal pays its costs and is honoured with probability
    ``enforcement``, otherwise activity reverts to the status quo and no transfer is made;
 6. money moves: transfers, costs, the tax and its recycling, provider fees; types may drift; clients may switch
@@ -59,6 +60,7 @@ class EnvParams:
     enforcement: jax.Array
     shade: jax.Array
     threshold: jax.Array  # assurance: the fraction of the victims who must pledge
+    pool_cost: jax.Array  # a pooled coalition's cost per member and round (mechanism.pool_cost)
     wealth_deciles: jax.Array  # f32[9] the deciles of population.wealth (coalition breakdowns)
     harm_quartiles: jax.Array  # f32[3] the quartiles of population.harm (agent types in the breakdowns)
     refund_bonus: jax.Array  # assurance: the bonus of a failed contract per unit of pledge
@@ -72,6 +74,7 @@ class EnvParams:
     draw_enforcement: bool = struct.field(pytree_node=False, default=False)  # False when enforcement == 1
     draw_drift: bool = struct.field(pytree_node=False, default=False)  # False when drift == 0
     coalitions: bool = struct.field(pytree_node=False, default=False)  # coalition diagnostics (sim.coalitions)
+    pooling: bool = struct.field(pytree_node=False, default=False)  # victims may pool across emitters
 
     @classmethod
     def from_config(cls, cfg: Config) -> "EnvParams":
@@ -91,6 +94,7 @@ class EnvParams:
             enforcement=f(cfg.state.enforcement),
             shade=f(cfg.advocates.shade),
             threshold=f(m.threshold),
+            pool_cost=f(m.pool_cost),
             wealth_deciles=inverse_cdf(cfg.population.wealth, jnp.arange(1, 10) / 10.0),
             harm_quartiles=inverse_cdf(cfg.population.harm, jnp.arange(1, 4) / 4.0),
             refund_bonus=f(m.refund_bonus),
@@ -104,6 +108,7 @@ class EnvParams:
             draw_enforcement=cfg.state.enforcement < 1.0,
             draw_drift=cfg.population.drift > 0.0,
             coalitions=cfg.sim.coalitions,
+            pooling=m.pooling,
         )
 
     def rule_params(self, indiv: IndividualParams) -> dict:
@@ -151,6 +156,8 @@ class RoundMetrics(NamedTuple):
     efficient_changes: jax.Array  # bargains whose first best differs from the status quo
     provided: jax.Array  # ... in which an honoured deal moved the activity
     leavers: jax.Array  # members who would gain by leaving alone (sim.coalitions; else 0)
+    pooled_members: jax.Array  # members of coalitions pooled across emitters
+    span: jax.Array  # Σ over pooled members of the honoured deals their pooled coalition is in (of its k emitters)
     # sim.coalitions (else zeros): rows agents, memberships, benefited, free rides (each agent as a victim, over its
     # k emitters) by wealth decile f32[4, 10] and by harm quartile f32[4, 4]; members by the ratio of their payment to
     # their value of the change (PLEDGE_BINS) f32[len(PLEDGE_BINS) + 1]; honoured deals by coalition size f32[k + 1]
@@ -165,6 +172,16 @@ class RoundMetrics(NamedTuple):
 LAYERS = tuple(layer.name for layer in RULES.layers)
 #: upper edges of the bins of a member's payment over its value of the deal's change (the last bin is open)
 PLEDGE_BINS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+
+
+def pooled_stats(params: EnvParams, graph: Graph, member: jax.Array) -> dict:
+    """Members of pooled coalitions, and how many of their k emitters' deals each one's coalition is in."""
+    if not params.pooling:
+        return dict(pooled_members=jnp.float32(0.0), span=jnp.float32(0.0))
+    pooled = pools(params, graph.k)
+    per_agent = slot_sum(graph.into(member.astype(jnp.float32)))  # deals each agent is a member of, as a victim
+    return dict(pooled_members=jnp.where(pooled, jnp.sum(member, dtype=jnp.float32), 0.0),
+                span=jnp.where(pooled, jnp.sum(per_agent * per_agent), 0.0))
 
 
 def coalition_breakdowns(params: EnvParams, graph: Graph, pop: Population, honoured, member, benefited, free, pays,
@@ -205,6 +222,20 @@ def reset(key: jax.Array, cfg: Config, with_util: bool | None = None) -> EnvStat
     )
 
 
+def pools(params: EnvParams, k: int) -> jax.Array:
+    """Whether victims pool (``mechanism.pooling``): one coalition of each victim with the victims of the other
+    emitters that harm it, which discovers all k of them at one ``per_party`` cost a round plus ``mechanism.pool_cost``
+    instead of ``per_party`` for each. Victims pool iff it saves them cost: ``(k − 1) per_party > pool_cost``."""
+    return jnp.asarray(params.pooling) & ((k - 1) * params.per_party > params.pool_cost)
+
+
+def victim_party_cost(params: EnvParams, k: int) -> jax.Array:
+    """A victim's own transaction cost per bargain it joins: discovery (shared over its k emitters when it pools,
+    plus its share of the pool's cost) and negotiation."""
+    discovery = jnp.where(pools(params, k), (params.per_party + params.pool_cost) / k, params.per_party)
+    return discovery + params.per_round
+
+
 def terms_of(params: EnvParams, k: int) -> Terms:
     party = params.per_party + params.per_round
     per_deal = jnp.maximum(params.per_deal, params.state.tc_floor)
@@ -218,7 +249,7 @@ def terms_of(params: EnvParams, k: int) -> Terms:
         discount_victims=params.discount_victims,
         per_round=params.per_round,
         tc_emitter=party + jnp.where(er, 0.0, per_deal),
-        tc_victims=k * party + jnp.where(er, per_deal, 0.0),
+        tc_victims=k * victim_party_cost(params, k) + jnp.where(er, per_deal, 0.0),
         horizon=params.horizon,
         emitter_first=params.emitter_first,
         threshold=params.threshold,
@@ -378,7 +409,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
 
         # each party's true gain from the agreement and what it pays, then the vetoes
         dx = out.x - x_sq
-        tc_v = party + jnp.where(er, per_deal, 0.0) * shares  # f32[k, N]
+        tc_v = victim_party_cost(params, k) + jnp.where(er, per_deal, 0.0) * shares  # f32[k, N]
         g_e = model.benefit_change(pop.a, x_sq, out.x) - tax * dx + out.to_emitter - terms.tc_emitter
         tax_share = tax / k if (sp.use_tax and sp.tax_to_victims) else 0.0
         g_v = (tax_share - params.w * c_nb) * dx - out.from_victims - tc_v
@@ -499,6 +530,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         efficient_changes=jnp.sum(changes, dtype=jnp.float32),
         provided=jnp.sum(changes & honoured & (jnp.abs(x - x_sq) > 1e-6), dtype=jnp.float32),
         leavers=leavers,
+        **pooled_stats(params, graph, member),
         harm_gap=jnp.sum(cost * jnp.abs(x - x_star)),
         harm_gap_status_quo=jnp.sum(cost * jnp.abs(x_sq - x_star)),
     )

@@ -122,25 +122,33 @@ def _tc_series(d: RunData) -> tuple[dict, str] | None:
     return None
 
 
-def fig_tc(d: RunData, ax):
+MARKERS = "osD^v<>px*"
+
+
+def fig_tc(d: RunData, ax_pair):
+    """One panel per rights regime (labels naming the victim's right go right), one line per mechanism."""
     found = _tc_series(d)
     if found is None:
         return None
     series, key = found
     positive = [c for pts in series.values() for c, _ in pts if c and c > 0]
     floor = min(positive) / 3 if positive else 1e-4
-    for i, (label, pts) in enumerate(series.items()):
-        pts = sorted((c, _num(e)) for c, e in pts)
-        xs = [c if c > 0 else floor for c, _ in pts]
-        ls = "--" if "victim" in label else "-"
-        ax.plot(xs, [e for _, e in pts], ls, marker="o", ms=3, color=f"C{(i // 2) % 10}" if len(series) > 2
-                else f"C{i}", label=label)
-    ax.set_xscale("log")
-    ax.set(xlabel=f"{key} (log; the leftmost point is 0)", ylabel="efficiency",
-           title="efficiency against transaction cost")
-    ax.legend(fontsize=6, ncol=2)
-    return (f"Efficiency against {key}, per mechanism and rights regime (dashed: the victim's right). The "
-            f"leftmost point of each line is the cost 0.")
+    panels = {0: [], 1: []}
+    for label, pts in series.items():
+        panels[1 if "victim" in label else 0].append((label, pts))
+    for ax, (side, items) in zip(ax_pair, panels.items()):
+        for i, (label, pts) in enumerate(items):
+            pts = sorted((c, _num(e)) for c, e in pts)
+            ax.plot([c if c > 0 else floor for c, _ in pts], [e for _, e in pts], marker=MARKERS[i % len(MARKERS)],
+                    ms=4 + 1.5 * (len(items) - i) / max(len(items), 1), alpha=0.8, label=label)
+        ax.set_xscale("log")
+        ax.set(xlabel=f"{key} (log; leftmost point: 0)", ylabel="efficiency", ylim=(-0.03, 1.03),
+               title="victim's right" if side else ("emitter's right" if panels[1] else "efficiency against cost"))
+        if items:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return (f"Efficiency against {key} on a log axis, per mechanism, under each rights regime. The leftmost point "
+            f"of each line is the cost 0; lines that coincide are drawn with markers of different sizes.")
 
 
 def fig_coalition_sizes(d: RunData, ax_pair):
@@ -251,7 +259,7 @@ def fig_providers(d: RunData, ax):
     return "Each provider's share of the clients at the end of each logged training chunk."
 
 
-FIGURES = (("rounds", fig_rounds, 2), ("training", fig_training, 2), ("tc_curve", fig_tc, 1),
+FIGURES = (("rounds", fig_rounds, 2), ("training", fig_training, 2), ("tc_curve", fig_tc, 2),
            ("coalitions", fig_coalition_sizes, 2), ("free_riding", fig_free_riding, 2), ("lorenz", fig_lorenz, 1),
            ("layers", fig_layers, 1), ("providers", fig_providers, 1))
 

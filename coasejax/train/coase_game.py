@@ -104,6 +104,8 @@ def interim_gain(cfg, k: int, a: jax.Array, c_others: jax.Array, c0: jax.Array, 
 
 def coase_metrics(key, stack, module, cfg, ks) -> dict:
     """``report_ratio_k{k}`` (Σ reported / Σ true harm) for each k and their mean ``report_ratio_mean``;
+    ``participation_rate`` (victims who pay into the deal) and ``free_rider_share`` (victims whose harm fell and who
+    paid nothing, among those whose harm fell), per k and their means;
     ``efficiency`` — ``(W − W_sq)/(W* − W_sq)``, the share of the first-best gain the bargains realise (mean over k);
     ``utility`` — the focal victim's mean gain over the status quo; ``utility_loss_rel`` — ``(Ḡ_br − Ḡ)/Ḡ_br`` for
     that gain, where the best response picks, for each of ``min(train.eval_values, 256)`` victim types, the best of
@@ -122,8 +124,15 @@ def coase_metrics(key, stack, module, cfg, ks) -> dict:
         out[f"report_ratio_k{k}"] = jnp.sum(c_hat) / jnp.sum(c)
         terms = make_terms(cfg, k)
         x_sq = status_quo(a, terms.emitter_right, cfg.population.x_max)
-        x = MECHANISMS[cfg.mechanism.kind](Bargain(a_hat=a, c_hat=c_hat, x_sq=x_sq), terms, None).x
+        outcome = MECHANISMS[cfg.mechanism.kind](Bargain(a_hat=a, c_hat=c_hat, x_sq=x_sq), terms, None)
+        x = outcome.x
         cost = terms.w * jnp.sum(c, axis=0)
+        # coalitions: members pay into (or are paid by) the deal; free riders see their harm fall and pay nothing
+        member = (outcome.from_victims != 0.0) & (x != x_sq)[None, :]
+        benefited = ((x < x_sq)[None, :] & (c > 0)).astype(jnp.float32)
+        out[f"participation_rate_k{k}"] = jnp.mean(member.astype(jnp.float32))
+        out[f"free_rider_share_k{k}"] = (jnp.sum(benefited * (outcome.from_victims <= 0.0))
+                                         / jnp.maximum(jnp.sum(benefited), 1.0))
         x_star = jnp.clip(a - cost, 0.0, jnp.where(terms.emitter_right, x_sq, terms.x_max))
         welfare = lambda x_: a * x_ - 0.5 * x_ * x_ - cost * x_  # noqa: E731
         out[f"efficiency_k{k}"] = jnp.sum(welfare(x) - welfare(x_sq)) / jnp.sum(welfare(x_star) - welfare(x_sq))
@@ -137,7 +146,7 @@ def coase_metrics(key, stack, module, cfg, ks) -> dict:
         gain, gain_br = jnp.mean(learned), jnp.mean(jnp.maximum(jnp.max(by_ratio, axis=0), learned))
         out[f"utility_k{k}"] = gain
         losses.append((gain_br - gain) / jnp.maximum(gain_br, 1e-12))
-    for name in ("report_ratio", "efficiency", "utility"):
+    for name in ("report_ratio", "efficiency", "utility", "participation_rate", "free_rider_share"):
         out[name + ("_mean" if name == "report_ratio" else "")] = jnp.mean(jnp.stack([out[f"{name}_k{k}"] for k in ks]))
     out["utility_loss_rel"] = jnp.max(jnp.stack(losses))
     return out
