@@ -184,24 +184,36 @@ def pooled_stats(params: EnvParams, graph: Graph, member: jax.Array) -> dict:
                 span=jnp.where(pooled, jnp.sum(per_agent * per_agent), 0.0))
 
 
+def _bin_index(x: jax.Array, edges) -> jax.Array:
+    """``i32``: the number of ``edges`` below each x (``searchsorted``'s left side, as fused compares: XLA:CPU runs
+    ``jnp.searchsorted`` on large arrays several times slower)."""
+    idx = jnp.zeros(x.shape, jnp.int32)
+    for j in range(len(edges)):
+        idx = idx + (x > edges[j]).astype(jnp.int32)
+    return idx
+
+
 def coalition_breakdowns(params: EnvParams, graph: Graph, pop: Population, honoured, member, benefited, free, pays,
                          value) -> dict:
     """The per-round breakdowns of :class:`RoundMetrics` (``by_wealth``, ``by_harm``, ``pledge_hist``,
     ``size_hist``) from the honoured deals ``bool[N]``, per-slot masks ``bool[k, N]`` and each victim's payment and
-    value of the change ``f32[k, N]`` (magnitudes: under the victim's right both are what it is paid and its harm)."""
-    f = lambda m: slot_sum(graph.into(m.astype(jnp.float32)))  # noqa: E731  per agent, over its k emitters
-    rows = jnp.stack([jnp.ones_like(pop.a), f(member), f(benefited), f(free)])
-    decile = jnp.searchsorted(params.wealth_deciles, pop.wealth)
-    quartile = jnp.searchsorted(params.harm_quartiles, pop.c)
+    value of the change ``f32[k, N]`` (magnitudes: under the victim's right both are what it is paid and its harm).
+    Each victim's (wealth decile, harm quartile) cell reaches its slots in one gather; bins are filled by scatter-adds
+    (``segment_sum``)."""
+    k = member.shape[0]
+    cell = _bin_index(pop.wealth, params.wealth_deciles) * 4 + _bin_index(pop.c, params.harm_quartiles)
+    slot_cell = graph.out(cell).reshape(-1)  # i32[k·N]: the cell of each emitter's slot-s victim
+    masks = jnp.stack([member, benefited, free]).reshape(3, -1).astype(jnp.float32).T  # f32[k·N, 3]
+    per_cell = jnp.concatenate([jax.ops.segment_sum(jnp.ones_like(pop.a), cell, 40)[:, None],
+                                jax.ops.segment_sum(masks, slot_cell, 40)], axis=1).reshape(10, 4, 4)
     pays, value = jnp.abs(pays), jnp.abs(value)
     ratio = jnp.where(value > 0, pays / jnp.where(value > 0, value, 1.0), jnp.inf)
-    pledge_bin = jnp.searchsorted(jnp.asarray(PLEDGE_BINS, jnp.float32), ratio)
-    size = jnp.sum(member, axis=0).astype(jnp.int32)
-    k = member.shape[0]
-    return dict(by_wealth=segment_totals(rows, decile, 10), by_harm=segment_totals(rows, quartile, 4),
-                pledge_hist=segment_totals(member.reshape(1, -1).astype(jnp.float32), pledge_bin.reshape(-1),
-                                           len(PLEDGE_BINS) + 1)[0],
-                size_hist=segment_totals(honoured.astype(jnp.float32)[None, :], size, k + 1)[0])
+    pledge_bin = _bin_index(ratio, PLEDGE_BINS)
+    size = slot_sum(member.astype(jnp.int32))
+    return dict(by_wealth=jnp.sum(per_cell, axis=1).T, by_harm=jnp.sum(per_cell, axis=0).T,
+                pledge_hist=jax.ops.segment_sum(member.reshape(-1).astype(jnp.float32), pledge_bin.reshape(-1),
+                                                len(PLEDGE_BINS) + 1),
+                size_hist=jax.ops.segment_sum(honoured.astype(jnp.float32), size, k + 1))
 
 
 def constraint_names(params: EnvParams, state: EnvState) -> list[tuple[str, str]]:
@@ -358,7 +370,6 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     x_star = model.first_best(pop.a, cost, params.x_max)
     x_base = model.status_quo(pop.a, er, params.x_max)  # the rights-based status quo without rules: the baseline
 
-    party = params.per_party + params.per_round
     per_deal = jnp.maximum(params.per_deal, sp.tc_floor)
     zeros_n = jnp.zeros_like(pop.a)
     kinds = tuple(dict.fromkeys(pp.protocols))  # the distinct protocols the providers run
