@@ -8,7 +8,7 @@
                       a shaded value pledges less often).
 * ``best_response`` — equilibrium reports: free-riding pledges / hold-out asks under ``lindahl``
                       (:func:`coasejax.mechanisms.lindahl.equilibrium_reports`), truth under ``clarke`` (dominant);
-                      under ``assurance`` truthful reports and equilibrium pledges (the victim's right: as lindahl)
+                      under ``assurance`` truthful reports and equilibrium pledges (consents, under the victim's right)
                       (:func:`coasejax.mechanisms.assurance.equilibrium_pledges`).
 """
 
@@ -39,9 +39,8 @@ def reports(
         s_v = shade if shade_victims is None else shade_victims
         c_hat = c_nb * jnp.where(er, 1.0 - s_v, 1.0 + s_v)
         return a_hat, c_hat
-    if strategy == "best_response" and mechanism == "assurance":  # pledges carry the strategy; selling permission
-        # under the victim's right clears as lindahl, with its hold-out asks
-        return a, jnp.where(terms.emitter_right, c_nb, equilibrium_reports(a, c_nb, terms))
+    if strategy == "best_response" and mechanism == "assurance":  # truthful reports: the pledges carry the strategy
+        return a, c_nb
     if strategy == "best_response" and mechanism == "lindahl":
         return a, equilibrium_reports(a, c_nb, terms)
     raise ValueError(f"advocates.strategy={strategy!r} is not defined for mechanism.kind={mechanism!r}")

@@ -4,7 +4,7 @@ For each N the episode is compiled once and timed ``repeats`` times (best kept).
 own accounting of the compiled episode chunk: *state* is the persistent per-agent arrays (types, wealth, provider id
 and any explicit graph indices); *peak* adds every buffer live while a chunk runs (inputs, outputs and temporaries).
 The scaling exponent is the least-squares slope of log(time per round) against log(N). The coalition diagnostics
-(``sim.coalitions``: k extra clearings per round and the breakdowns) are a diagnostic and is switched off here, so the figures stay
+(``sim.coalitions``: k extra clearings per round and the breakdowns) are a diagnostic, off by default and forced off here, so the figures stay
 those of the engine itself (BENCHMARKS.md records what they cost).
 """
 

@@ -263,7 +263,7 @@ class SimConfig(_Section):
     envs: int = Field(1, ge=1, le=65_536, description="independent environments run in parallel (vmap)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     shard: bool = Field(True, description="shard the agent axis over all local devices when N divides evenly")
-    coalitions: bool = Field(True, description="coalition diagnostics each round: every member's unilateral exit "
+    coalitions: bool = Field(False, description="coalition diagnostics each round: every member's unilateral exit "
                              "(coalition_stability; k extra clearings) and breakdowns by wealth decile and harm quartile")
 
 

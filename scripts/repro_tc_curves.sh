@@ -20,7 +20,7 @@ for mech in nash alternating lindahl clarke assurance; do
   coasejax simulate coase -q --out "$out/$mech" --set population.n_agents="$n" --set sim.rounds=10 \
     --set mechanism.kind="$mech" --set advocates.strategy="$strategy" --set mechanism.refund_bonus=0.1 \
     --set state.transaction_costs.per_round=0 --set state.transaction_costs.per_deal=0 --set state.enforcement=1 \
-    --set population.drift=0 --sweep state.transaction_costs.per_party="$costs" --sweep state.rights=emitter,victim
+    --set population.drift=0 --set sim.coalitions=true --sweep state.transaction_costs.per_party="$costs" --sweep state.rights=emitter,victim
   echo "$mech ($strategy): $(( $(date +%s) - start )) s"
 done
 python - "$out" "$n" <<'PY'

@@ -57,7 +57,7 @@ def test_dominant_assurance_contract_every_victim_pledges():
 
 def summary(**overrides):
     sets = {"population.n_agents": 20_000, "sim.rounds": 4, "state.rights": "emitter",
-            "advocates.strategy": "best_response", **overrides}
+            "advocates.strategy": "best_response", "sim.coalitions": True, **overrides}
     return run(build(load_config("coase", [f"{k}={v}" for k, v in sets.items()])))
 
 
@@ -95,18 +95,19 @@ def test_assurance_beats_voluntary_contributions_at_the_same_costs():
 
 @pytest.mark.parametrize("kind", ["clarke", "assurance"])
 def test_efficiency_rises_to_one_as_transaction_costs_fall(kind):
-    """The discovery cost per party falling from 0.05 to 0 (no other costs, enforcement 1, no drift): efficiency
-    rises monotonically and reaches 1 within 1e-4."""
+    """The discovery cost per party falling from 0.05 to 0 (no other costs, enforcement 1, no drift), under both
+    rights regimes: efficiency rises monotonically and reaches 1 within 1e-4."""
     sets = {"population.n_agents": 20_000, "sim.rounds": 4, "state.rights": "emitter", "advocates.strategy":
             "best_response", "mechanism.kind": kind, "mechanism.refund_bonus": 0.1, **FREE}
     cfg = load_config("coase", [f"{k}={v}" for k, v in sets.items()])
-    costs = [0.05, 0.005, 0.0005, 0.0]  # one compiled sweep
-    cfg.sweep = {"state.transaction_costs.per_party": costs}
+    costs = [0.05, 0.005, 0.0005, 0.0]  # one compiled sweep over the costs and both rights regimes
+    cfg.sweep = {"state.transaction_costs.per_party": costs, "state.rights": ["emitter", "victim"]}
     rows = run_sweep(build(cfg))
-    effs = [next(r["efficiency"] for r in rows if r["setting"]["state.transaction_costs.per_party"] == c)
-            for c in costs]
-    assert all(b > a for a, b in zip(effs, effs[1:])), effs
-    assert effs[-1] == pytest.approx(1.0, abs=1e-4)
+    for rights in ("emitter", "victim"):
+        effs = [next(r["efficiency"] for r in rows if r["setting"] == {"state.transaction_costs.per_party": c,
+                                                                        "state.rights": rights}) for c in costs]
+        assert all(b > a for a, b in zip(effs, effs[1:])), (rights, effs)
+        assert effs[-1] == pytest.approx(1.0, abs=1e-4), rights
 
 
 @pytest.mark.parametrize("key,value", [("mechanism.threshold", 0.0), ("mechanism.threshold", 1.5),

@@ -29,7 +29,7 @@ def sim_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "lindahl"
     r = cli("simulate", "coase", "-q", "--out", str(out), "--set", "population.n_agents=4000", "--set", "sim.rounds=6",
             "--set", "state.rights=emitter", "--set", "mechanism.kind=lindahl", "--set",
-            "advocates.strategy=best_response")
+            "advocates.strategy=best_response", "--set", "sim.coalitions=true")
     assert r.returncode == 0, r.stderr
     r = cli("report", str(out), "-q")
     assert r.returncode == 0, r.stderr

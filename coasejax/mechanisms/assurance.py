@@ -20,11 +20,16 @@ Closed forms for k identical victims of value v each (THEORY.md, "Public goods")
   best-response dynamics from "everybody pledges" reach), and the contract succeeds with probability
   ``P(Binomial(k, q) ≥ m)`` (:func:`success_probability`).
 
-Under the victim's right there is no public good among the victims: each one sells its own permission, and the
-contract clears as :func:`coasejax.mechanisms.lindahl.lindahl` (each victim's price on the permitted units).
+Under the victim's right (status quo 0) there is no public good among the victims; the contract is the emitter's
+offer to buy permission for x̂. Each victim is offered its reported harm ``w ĉ_s x̂`` plus its harm share of half the
+reported surplus, and the offer binds (every victim is paid, and the emitter may emit x̂) iff at least m victims
+consent. The price is posted, not asked, so there is no hold-out: consenting weakly dominates whenever the offer
+covers the harm (if the others carry the contract, a victim is paid either way; if it is pivotal, consenting pays),
+and with truthful reports every victim consents.
 
-The pledge decisions come from the advocates (:mod:`coasejax.advocates`): ``Bargain.pledge``, or, where it is None,
-a victim pledges iff its reported value ``w ĉ_s (x_sq − x̂)`` covers the price.
+The decisions come from the advocates (:mod:`coasejax.advocates`): ``Bargain.pledge``, or, where it is None, a
+victim pledges (consents) iff its reported gain from the change, ``w ĉ_s (x_sq − x̂)``, covers what it pays (a
+negative payment is what it is paid).
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from jax.scipy.special import gammaln
 
 from coasejax.graphs import slot_sum
 from coasejax.mechanisms.base import Bargain, Outcome, Terms, efficient_activity, harm_shares, reported_surplus
-from coasejax.mechanisms.lindahl import lindahl
 from coasejax.model import benefit_change
 
 
@@ -45,30 +49,33 @@ def needed(k: int, threshold) -> jax.Array:
 
 
 def contract_terms(bargain: Bargain, terms: Terms):
-    """The contract's activity ``x̂ f32[N]``, each victim's reported value of the abatement ``f32[k, N]``, its price
-    ``f32[k, N]`` and the pledges needed m."""
+    """The contract's activity ``x̂ f32[N]``, each victim's reported gain from the change before payments
+    ``f32[k, N]`` (the value of the abatement; minus the harm under the victim's right), what it pays ``f32[k, N]``
+    (negative: what it is paid) and the pledges needed m."""
     k = bargain.c_hat.shape[0]
     m = needed(k, terms.threshold)
     x = efficient_activity(bargain, terms)
-    loss = -benefit_change(bargain.a_hat, bargain.x_sq, x)  # B̂(x_sq) − B̂(x̂) ≥ 0 under the emitter's right
+    shares = harm_shares(bargain.c_hat)
+    emitter_gain = benefit_change(bargain.a_hat, bargain.x_sq, x)  # −(the emitter's loss) under the emitter's right
     value = terms.w * bargain.c_hat * (bargain.x_sq - x)
-    price = jnp.maximum(loss, 0.0) * harm_shares(bargain.c_hat) * (k / m)
-    return x, value, price, m
+    price = jnp.maximum(-emitter_gain, 0.0) * shares * (k / m)  # pledges for abatement
+    surplus = emitter_gain + slot_sum(value)  # B̂(x̂) − Ĉ x̂ under the victim's right
+    offer = -value + shares * jnp.maximum(surplus, 0.0) / 2  # harm plus a share of half the surplus
+    return x, value, jnp.where(terms.emitter_right, price, -offer), m
 
 
 def assurance(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> Outcome:
     """Clears one assurance contract per emitter (threshold ``terms.threshold``). A failed contract moves nothing:
     the engine settles only deals that go through, so the refund bonus shapes the pledge decisions
     (:func:`equilibrium_pledges`) but is not paid out."""
-    x_hat, value, price, m = contract_terms(bargain, terms)
-    pledge = bargain.pledge if bargain.pledge is not None else value >= price
+    x_hat, value, pays, m = contract_terms(bargain, terms)
+    pledge = bargain.pledge if bargain.pledge is not None else value >= pays
     success = slot_sum(pledge.astype(jnp.float32)) >= m
     x = jnp.where(success, x_hat, bargain.x_sq)
-    paid = jnp.where(pledge & success, price, 0.0)
-    public = Outcome(x=x, to_emitter=slot_sum(paid), from_victims=paid,
-                     surplus=jnp.where(success, reported_surplus(bargain, terms, x_hat), 0.0))
-    private = lindahl(bargain, terms, key)
-    return jax.tree.map(lambda u, v: jnp.where(terms.emitter_right, u, v), public, private)
+    bound = jnp.where(terms.emitter_right, pledge, True)  # permission binds every victim, and pays every victim
+    paid = jnp.where(bound & success, pays, 0.0)
+    return Outcome(x=x, to_emitter=slot_sum(paid), from_victims=paid,
+                   surplus=jnp.where(success, reported_surplus(bargain, terms, x_hat), 0.0))
 
 
 def equilibrium_pledges(key: jax.Array, bargain: Bargain, terms: Terms, value: jax.Array) -> jax.Array:
@@ -77,10 +84,13 @@ def equilibrium_pledges(key: jax.Array, bargain: Bargain, terms: Terms, value: j
     an equilibrium without). Below unanimity: each victim pledges with the symmetric mixed-equilibrium probability of
     its bargain (:func:`mixed_pledge_probability` at the bargain's mean value and price: with truthful reports every
     victim's value-to-price ratio is the same, and the equilibrium depends on that ratio only), never above its
-    value."""
+    value. Under the victim's right ``value`` is minus the harm and the price minus the offer: consent iff the offer
+    covers the harm (weakly dominant)."""
     k = bargain.c_hat.shape[0]
     _, _, price, m = contract_terms(bargain, terms)
     covers = value >= price
+    if_public = terms.emitter_right  # under the victim's right consenting weakly dominates: consent iff it pays
+    m = jnp.where(if_public, m, k)
     mean_value, mean_price = jnp.mean(value, axis=0), jnp.mean(price, axis=0)
 
     def mixed(_):
