@@ -280,6 +280,7 @@ def coalition_summary(tot: dict, victim_slots: int, diagnostics: bool = True, po
         "assurance_success_rate": _ratio(tot["provided"], tot["efficient_changes"]),
         "coalition_stability": (None if not diagnostics or tot["coalition_members"] <= 0
                                 else 1.0 - tot["leavers"] / tot["coalition_members"]),
+        "refunds_paid": tot["refunds"],
         "pooled_share": _ratio(tot["pooled_members"], tot["coalition_members"]) if pooling else None,
         "coalition_span_mean": _ratio(tot["span"], tot["pooled_members"]) if pooling else None,
         "harm_internalised": (None if tot["harm_gap_status_quo"] <= 0

@@ -2,6 +2,7 @@
 coalition analytics of ``coasejax simulate`` (free riding, provision, harm internalised)."""
 
 import importlib
+import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -193,3 +194,20 @@ def test_pooling_across_emitters_shares_discovery_costs():
     too_dear = summary(**base, **{"mechanism.pooling": True, "mechanism.pool_cost": 0.16})
     assert too_dear["efficiency"] == pytest.approx(alone["efficiency"], abs=1e-12)
     assert too_dear["pooled_share"] in (None, 0.0)
+
+
+def test_failed_contracts_pay_their_refund_bonus():
+    """Identical victims, a 3-of-4 contract with a refund bonus of half the pledge: the emitters pay each pledger of a
+    failed contract its bonus, money is conserved, and refunds over pledges collected equal
+    f·E[J·1{J < 3}] / E[J·1{J ≥ 3}] with J ~ Bin(4, q) at the equilibrium q (the price cancels), within 2%."""
+    f = 0.5
+    s = summary(**{"mechanism.kind": "assurance", "mechanism.threshold": 0.75, "mechanism.refund_bonus": f,
+                   "population.harm": "constant:0.5", **FREE})
+    q = float(A.mixed_pledge_probability(4, 3, 1.5, 1.0, f, grid=1024))
+    j = np.arange(5)
+    pmf = np.array([math.comb(4, i) * q**i * (1 - q) ** (4 - i) for i in j])
+    expected = f * (j * pmf)[j < 3].sum() / (j * pmf)[j >= 3].sum()
+    collected = s["transfers"] + s["refunds_paid"]  # transfers net the refunds out of the pledges paid
+    assert s["refunds_paid"] > 0
+    assert s["refunds_paid"] / collected == pytest.approx(expected, rel=0.02)
+    assert s["money_residual_rel"] < 1e-5

@@ -156,6 +156,7 @@ class RoundMetrics(NamedTuple):
     efficient_changes: jax.Array  # bargains whose first best differs from the status quo
     provided: jax.Array  # ... in which an honoured deal moved the activity
     leavers: jax.Array  # members who would gain by leaving alone (sim.coalitions; else 0)
+    refunds: jax.Array  # refund bonuses paid to the pledgers of failed assurance contracts
     pooled_members: jax.Array  # members of coalitions pooled across emitters
     span: jax.Array  # Σ over pooled members of the honoured deals their pooled coalition is in (of its k emitters)
     # sim.coalitions (else zeros): rows agents, memberships, benefited, free rides (each agent as a victim, over its
@@ -373,6 +374,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     per_deal = jnp.maximum(params.per_deal, sp.tc_floor)
     zeros_n = jnp.zeros_like(pop.a)
     kinds = tuple(dict.fromkeys(pp.protocols))  # the distinct protocols the providers run
+    refunds = jnp.float32(0.0)  # refund bonuses of failed assurance contracts
     if kinds == ("none",):  # no bargaining: emitters act alone under the state layer
         attempt = honoured = jnp.zeros_like(pop.a, dtype=bool)
         x, to_emitter, tc_emitter = x_sq, zeros_n, zeros_n
@@ -413,8 +415,10 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             bargain = bargain._replace(pledge=equilibrium_pledges(jax.random.fold_in(k_mech, 1), bargain, terms,
                                                                   value))
         def clear(b):
-            return by_protocol([_no_deal(b) if kind == "none" else MECHANISMS[kind](b, terms, k_mech)
-                                for kind in kinds])
+            outs = [_no_deal(b) if kind == "none" else MECHANISMS[kind](b, terms, k_mech) for kind in kinds]
+            if "assurance" in kinds:  # the same structure for every protocol: no refunds outside assurance
+                outs = [o if o.refund is not None else o._replace(refund=jnp.zeros_like(b.c_hat)) for o in outs]
+            return by_protocol(outs)
 
         out = fence(clear(bargain))
 
@@ -461,6 +465,11 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         from_victims = jnp.where(honoured, out.from_victims, 0.0)
         tc_emitter = jnp.where(attempt, terms.tc_emitter, 0.0)
         tc_victims = jnp.where(attempt, tc_v, 0.0)  # f32[k, N]
+        if "assurance" in kinds:  # a failed assurance contract: the emitter pays each pledger its refund bonus
+            refund = jnp.where(attempt[None, :], 0.0, out.refund)
+            from_victims = from_victims - refund
+            to_emitter = to_emitter - slot_sum(refund)
+            refunds = jnp.sum(refund)
         g_e = jnp.where(honoured, g_e, -tc_emitter)  # realised gain: a breached deal only costs (victims: see below)
         red_excess = jnp.float32(-jnp.inf)
         if indiv.red_line is not None:
@@ -541,6 +550,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         efficient_changes=jnp.sum(changes, dtype=jnp.float32),
         provided=jnp.sum(changes & honoured & (jnp.abs(x - x_sq) > 1e-6), dtype=jnp.float32),
         leavers=leavers,
+        refunds=refunds,
         **pooled_stats(params, graph, member),
         harm_gap=jnp.sum(cost * jnp.abs(x - x_star)),
         harm_gap_status_quo=jnp.sum(cost * jnp.abs(x_sq - x_star)),

@@ -65,17 +65,17 @@ def contract_terms(bargain: Bargain, terms: Terms):
 
 
 def assurance(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> Outcome:
-    """Clears one assurance contract per emitter (threshold ``terms.threshold``). A failed contract moves nothing:
-    the engine settles only deals that go through, so the refund bonus shapes the pledge decisions
-    (:func:`equilibrium_pledges`) but is not paid out."""
+    """Clears one assurance contract per emitter (threshold ``terms.threshold``). A failed contract collects no
+    pledges and owes each pledger its bonus (``Outcome.refund``), which the engine pays out of the emitter's wealth."""
     x_hat, value, pays, m = contract_terms(bargain, terms)
     pledge = bargain.pledge if bargain.pledge is not None else value >= pays
     success = slot_sum(pledge.astype(jnp.float32)) >= m
     x = jnp.where(success, x_hat, bargain.x_sq)
     bound = jnp.where(terms.emitter_right, pledge, True)  # permission binds every victim, and pays every victim
     paid = jnp.where(bound & success, pays, 0.0)
+    refund = jnp.where(pledge & ~success, terms.refund_bonus * jnp.abs(pays), 0.0)
     return Outcome(x=x, to_emitter=slot_sum(paid), from_victims=paid,
-                   surplus=jnp.where(success, reported_surplus(bargain, terms, x_hat), 0.0))
+                   surplus=jnp.where(success, reported_surplus(bargain, terms, x_hat), 0.0), refund=refund)
 
 
 def equilibrium_pledges(key: jax.Array, bargain: Bargain, terms: Terms, value: jax.Array) -> jax.Array:

@@ -54,6 +54,7 @@ class Outcome(NamedTuple):
     to_emitter: jax.Array  # f32[N]    money the emitter receives (negative: it pays)
     from_victims: jax.Array  # f32[k, N] money each victim pays (negative: it receives)
     surplus: jax.Array  # f32[N]    reported gain of the agreement over the status quo, before transaction costs
+    refund: jax.Array | None = None  # f32[k, N] assurance: the bonus the emitter owes each victim if the contract fails
 
 
 def reported_cost(bargain: Bargain, terms: Terms) -> jax.Array:
