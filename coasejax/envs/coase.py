@@ -374,12 +374,11 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     per_deal = jnp.maximum(params.per_deal, sp.tc_floor)
     zeros_n = jnp.zeros_like(pop.a)
     kinds = tuple(dict.fromkeys(pp.protocols))  # the distinct protocols the providers run
-    refunds = jnp.float32(0.0)  # refund bonuses of failed assurance contracts
+    refunds = leavers = jnp.float32(0.0)  # refund bonuses of failed assurance contracts; members who would leave
     if kinds == ("none",):  # no bargaining: emitters act alone under the state layer
         attempt = honoured = jnp.zeros_like(pop.a, dtype=bool)
         x, to_emitter, tc_emitter = x_sq, zeros_n, zeros_n
         from_victims = tc_victims = jnp.zeros_like(c_nb)
-        leavers = jnp.float32(0.0)
         g_e = zeros_n
         red_excess = jnp.float32(-jnp.inf)
     else:
@@ -414,6 +413,7 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             value = params.w * c_nb * (x_sq - efficient_activity(bargain, terms))
             bargain = bargain._replace(pledge=equilibrium_pledges(jax.random.fold_in(k_mech, 1), bargain, terms,
                                                                   value))
+
         def clear(b):
             outs = [_no_deal(b) if kind == "none" else MECHANISMS[kind](b, terms, k_mech) for kind in kinds]
             if "assurance" in kinds:  # the same structure for every protocol: no refunds outside assurance
@@ -446,7 +446,6 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             honoured = attempt & (unit_uniform(word["enforce"], 24) < params.enforcement)
 
         out, attempt, honoured = fence((out, attempt, honoured))
-        leavers = jnp.float32(0.0)
         if params.coalitions:  # each member's unilateral exit: report no harm (and pledge nothing), all else equal
             members = honoured[None, :] & (out.from_victims != 0.0)
             gone = []
