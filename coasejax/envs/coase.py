@@ -35,7 +35,7 @@ from coasejax.config import Config
 from coasejax.graphs import Graph, slot_sum
 from coasejax.mechanisms import MECHANISMS, Bargain, Outcome, Terms
 from coasejax.mechanisms.assurance import equilibrium_pledges
-from coasejax.mechanisms.base import efficient_activity, harm_shares
+from coasejax.mechanisms.base import coalition_roles, harm_shares
 from coasejax.population import Population, drift_types, inverse_cdf, make_population, round_words, unit_uniform
 from coasejax.rules import RULES, Audit, IndividualParams, ProviderParams, StateParams, active, constrain
 from coasejax.rules import individual as individual_layer
@@ -409,10 +409,9 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         audit = audit.add(changed)
         terms = terms.replace(bargaining_power=_bargaining_power(params, pop, graph))
         bargain = Bargain(a_hat=a_eff, c_hat=c_eff, x_sq=x_sq, x_hi=x_hi)
-        if "assurance" in kinds and params.strategy == "best_response":  # pledges by the victims' true values
-            value = params.w * c_nb * (x_sq - efficient_activity(bargain, terms))
+        if "assurance" in kinds and params.strategy == "best_response":  # pledges by the victims' true harms
             bargain = bargain._replace(pledge=equilibrium_pledges(jax.random.fold_in(k_mech, 1), bargain, terms,
-                                                                  value))
+                                                                  c_nb))
 
         def clear(b):
             outs = [_no_deal(b) if kind == "none" else MECHANISMS[kind](b, terms, k_mech) for kind in kinds]
@@ -538,14 +537,13 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         rows = [jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value] + ([util] if pp.use_switching else [])
         per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[4 or 5, M]
     # coalitions: members, free riders (harm fell, paid nothing), provision, harm internalised
-    member = honoured[None, :] & (from_victims != 0.0)
-    benefited = (x < x_sq - 1e-6)[None, :] & (c_nb > 0.0)
+    member, benefited, free = coalition_roles(honoured, x, x_sq, from_victims, c_nb)
     changes = jnp.abs(x_star - x_sq) > 1e-6
     coalition_stats = dict(
         coalition_members=jnp.sum(member, dtype=jnp.float32),
         coalitions=jnp.sum(honoured & jnp.any(member, axis=0), dtype=jnp.float32),
         beneficiaries=jnp.sum(benefited, dtype=jnp.float32),
-        free_riders=jnp.sum(benefited & (from_victims <= 0.0), dtype=jnp.float32),
+        free_riders=jnp.sum(free, dtype=jnp.float32),
         efficient_changes=jnp.sum(changes, dtype=jnp.float32),
         provided=jnp.sum(changes & honoured & (jnp.abs(x - x_sq) > 1e-6), dtype=jnp.float32),
         leavers=leavers,
@@ -555,9 +553,8 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         harm_gap_status_quo=jnp.sum(cost * jnp.abs(x_sq - x_star)),
     )
     if params.coalitions:
-        coalition_stats.update(coalition_breakdowns(params, graph, pop, honoured, member, benefited,
-                                                    benefited & (from_victims <= 0.0), from_victims,
-                                                    params.w * c_nb * (x - x_sq)))
+        coalition_stats.update(coalition_breakdowns(params, graph, pop, honoured, member, benefited, free,
+                                                    from_victims, params.w * c_nb * (x - x_sq)))
     else:
         coalition_stats.update(by_wealth=jnp.zeros((4, 10)), by_harm=jnp.zeros((4, 4)),
                                pledge_hist=jnp.zeros((len(PLEDGE_BINS) + 1,)), size_hist=jnp.zeros((k + 1,)))

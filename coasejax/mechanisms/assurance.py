@@ -78,19 +78,19 @@ def assurance(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> O
                    surplus=jnp.where(success, reported_surplus(bargain, terms, x_hat), 0.0), refund=refund)
 
 
-def equilibrium_pledges(key: jax.Array, bargain: Bargain, terms: Terms, value: jax.Array) -> jax.Array:
-    """``bool[k, N]``: best-responding victims' pledges, given their true values ``value f32[k, N]`` of the
-    abatement. A unanimous contract (m = k): pledge iff the value covers the price (strictly dominant with a bonus,
+def equilibrium_pledges(key: jax.Array, bargain: Bargain, terms: Terms, harm: jax.Array) -> jax.Array:
+    """``bool[k, N]``: best-responding victims' pledges, given their true harm sensitivities ``harm f32[k, N]`` (their
+    true value of the contract's change is ``w c_s (x_sq − x̂)``). A unanimous contract (m = k): pledge iff the value covers the price (strictly dominant with a bonus,
     an equilibrium without). Below unanimity: each victim pledges with the symmetric mixed-equilibrium probability of
     its bargain (:func:`mixed_pledge_probability` at the bargain's mean value and price: with truthful reports every
     victim's value-to-price ratio is the same, and the equilibrium depends on that ratio only), never above its
     value. Under the victim's right ``value`` is minus the harm and the price minus the offer: consent iff the offer
     covers the harm (weakly dominant)."""
     k = bargain.c_hat.shape[0]
-    _, _, price, m = contract_terms(bargain, terms)
+    x_hat, _, price, m = contract_terms(bargain, terms)
+    value = terms.w * harm * (bargain.x_sq - x_hat)
     covers = value >= price
-    if_public = terms.emitter_right  # under the victim's right consenting weakly dominates: consent iff it pays
-    m = jnp.where(if_public, m, k)
+    m = jnp.where(terms.emitter_right, m, k)  # under the victim's right consenting weakly dominates: no mixing
     mean_value, mean_price = jnp.mean(value, axis=0), jnp.mean(price, axis=0)
 
     def mixed(_):

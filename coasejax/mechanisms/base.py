@@ -57,6 +57,15 @@ class Outcome(NamedTuple):
     refund: jax.Array | None = None  # f32[k, N] assurance: the bonus the emitter owes each victim if the contract fails
 
 
+def coalition_roles(deal: jax.Array, x: jax.Array, x_sq: jax.Array, from_victims: jax.Array, harm: jax.Array):
+    """``bool[k, N]`` masks of each bargain's victims: *members* (they pay into, or are paid by, a deal that went
+    through: ``deal bool[N]``), *beneficiaries* (harmed victims whose harm fell: the emitter abated) and *free riders*
+    (beneficiaries who paid nothing)."""
+    member = deal[None, :] & (from_victims != 0.0)
+    benefited = (x < x_sq - 1e-6)[None, :] & (harm > 0.0)
+    return member, benefited, benefited & (from_victims <= 0.0)
+
+
 def reported_cost(bargain: Bargain, terms: Terms) -> jax.Array:
     """``Ĉ_i = w Σ_s ĉ_{i,s}``: the emitter's marginal external cost as reported by its victims."""
     return terms.w * slot_sum(bargain.c_hat)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from coasejax.mechanisms import MECHANISMS, Bargain, Terms
+from coasejax.mechanisms.base import coalition_roles
 from coasejax.model import status_quo
 from coasejax.policies import Advocate, take
 from coasejax.population import sample
@@ -128,11 +129,10 @@ def coase_metrics(key, stack, module, cfg, ks) -> dict:
         x = outcome.x
         cost = terms.w * jnp.sum(c, axis=0)
         # coalitions: members pay into (or are paid by) the deal; free riders see their harm fall and pay nothing
-        member = (outcome.from_victims != 0.0) & (x != x_sq)[None, :]
-        benefited = ((x < x_sq)[None, :] & (c > 0)).astype(jnp.float32)
+        member, benefited, free = coalition_roles(x != x_sq, x, x_sq, outcome.from_victims, c)
         out[f"participation_rate_k{k}"] = jnp.mean(member.astype(jnp.float32))
-        out[f"free_rider_share_k{k}"] = (jnp.sum(benefited * (outcome.from_victims <= 0.0))
-                                         / jnp.maximum(jnp.sum(benefited), 1.0))
+        out[f"free_rider_share_k{k}"] = (jnp.sum(free, dtype=jnp.float32)
+                                         / jnp.maximum(jnp.sum(benefited, dtype=jnp.float32), 1.0))
         x_star = jnp.clip(a - cost, 0.0, jnp.where(terms.emitter_right, x_sq, terms.x_max))
         welfare = lambda x_: a * x_ - 0.5 * x_ * x_ - cost * x_  # noqa: E731
         out[f"efficiency_k{k}"] = jnp.sum(welfare(x) - welfare(x_sq)) / jnp.sum(welfare(x_star) - welfare(x_sq))
