@@ -262,7 +262,7 @@ class SimConfig(_Section):
     rounds: int = Field(20, ge=1, le=1_000_000)
     envs: int = Field(1, ge=1, le=65_536, description="independent environments run in parallel (vmap)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    shard: bool = Field(True, description="shard the agent axis over all local devices when N divides evenly")
+    shard: bool = Field(True, description="shard the agent axis over all local devices (N must divide evenly over them)")
     coalitions: bool = Field(False, description="coalition diagnostics each round: every member's unilateral exit "
                              "(coalition_stability; k extra clearings) and breakdowns by wealth decile and harm quartile")
 

@@ -2,8 +2,8 @@
 
 Independent environments are a ``vmap`` (leading axis E); rounds are a ``lax.scan``. The episode runs in equal
 chunks of rounds so a progress bar can advance between them; round keys depend only on the round index, so the
-chunking does not change any number. When several devices are visible and N divides evenly, the agent axis is
-sharded over a 1-D device mesh.
+chunking does not change any number. When several devices are visible, the agent axis is sharded over a 1-D device
+mesh (N must divide evenly over the devices, or ``sim.shard`` be off).
 """
 
 from __future__ import annotations
@@ -19,9 +19,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from coasejax import sweep as sweeps
-from coasejax.config import Config
-from coasejax.envs import coase
+from coasejax.config import Config, ConfigError
+from coasejax.envs import accounting, coase
 from coasejax.graphs import Graph, make_graph, torus_shape
+from coasejax.mechanisms import budget_balanced
+
+#: the per-round totals behind each field of :class:`coasejax.envs.accounting.MoneyFlows`
+FLOW_METRICS = {"to_emitters": "transfers", "from_victims": "paid_by_victims", "transaction_costs": "transaction_costs",
+                "tax_paid": "tax_revenue", "tax_recycled": "tax_recycled", "fees": "fees", "gross": "gross_flows"}
 
 #: per-round series are written to summary.json when the episode has at most this many rounds
 MAX_ROUNDS_IN_SUMMARY = 10_000
@@ -55,11 +60,20 @@ def chunk_length(rounds: int, target_chunks: int = 20, min_chunk: int = 8) -> in
 
 
 def agent_sharding(cfg: Config) -> NamedSharding | None:
+    """The sharding of the agent axis over all local devices (None: one device, or ``sim.shard`` off).
+
+    Raises :class:`ConfigError` when the agents do not divide evenly over the devices (for a torus: its rows), rather
+    than silently running on one device."""
     devices = jax.devices()
-    if not cfg.sim.shard or len(devices) < 2 or cfg.population.n_agents % len(devices):
+    if not cfg.sim.shard or len(devices) < 2:
         return None
-    if cfg.population.graph == "torus" and torus_shape(cfg.population.n_agents)[0] % len(devices):
-        return None
+    n, d = cfg.population.n_agents, len(devices)
+    if n % d:
+        raise ConfigError(f"population.n_agents={n} does not divide over the {d} devices: use a multiple of {d}, "
+                          "or sim.shard=false to run on one device")
+    if cfg.population.graph == "torus" and torus_shape(n)[0] % d:
+        raise ConfigError(f"population.n_agents={n}: the torus has {torus_shape(n)[0]} rows, which do not divide "
+                          f"over the {d} devices: pick N whose torus rows are a multiple of {d}, or sim.shard=false")
     mesh = Mesh(np.asarray(devices), ("agents",))
     return NamedSharding(mesh, PartitionSpec(None, "agents"))
 
@@ -210,6 +224,7 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
     tot = {k: float(v.sum(axis=1).mean()) for k, v in per_round.items() if v.ndim == 2}
     w, w_star, w_sq = tot["welfare"], tot["first_best"], tot["status_quo"]
     wealth_change = float((final_wealth - initial_wealth).mean())
+    flows = {f: float(per_round[m].sum(axis=1).mean()) for f, m in FLOW_METRICS.items()}
     summary = {
         "n_agents": n,
         "rounds": t,
@@ -224,12 +239,17 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
         "first_best_mean_activity": tot["first_best_activity"] / (n * t),
         "transfers": tot["transfers"],
         "transaction_costs_paid": tot["transaction_costs"],
+        "paid_by_victims": tot["paid_by_victims"],
         "mechanism_net": tot["mechanism_net"],
+        "mechanism_budget_balanced": budget_balanced(cfg.providers.protocols(cfg.mechanism.kind)),
         "deal_rate": tot["deals"] / (n * t),
         "attempt_rate": tot["attempts"] / (n * t),
         "breach_rate": _ratio(tot["attempts"] - tot["deals"], tot["attempts"]) or 0.0,
-        "money_residual_rel": abs(tot["money_residual"]) / max(tot["gross_flows"], 1e-30),
+        "money_accounted": accounting.accounted_change(**{f: flows[f] for f in FLOW_METRICS if f != "gross"}),
+        "money_gross": flows["gross"],
+        "money_residual_rel": accounting.conservation(wealth_change, flows),
         "tax_revenue": tot["tax_revenue"],
+        "tax_recycled": tot["tax_recycled"],
         "fees": tot["fees"],
         "state_violations": int(per_round["state_violations"].sum()),
         "layer_binding": layer_binding(per_round, sim.constraint_names, n * t),

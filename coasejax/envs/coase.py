@@ -32,6 +32,7 @@ from flax import struct
 
 from coasejax import advocates, model
 from coasejax.config import Config
+from coasejax.envs import accounting
 from coasejax.graphs import Graph, slot_sum
 from coasejax.mechanisms import MECHANISMS, Bargain, Outcome, Terms
 from coasejax.mechanisms.assurance import equilibrium_pledges
@@ -131,15 +132,17 @@ class RoundMetrics(NamedTuple):
     status_quo: jax.Array  # welfare at the rights-based status quo with no rules (the efficiency baseline)
     activity: jax.Array
     first_best_activity: jax.Array
-    transfers: jax.Array  # money received by emitters (positive: victims pay emitters)
+    # money (coasejax.envs.accounting.MoneyFlows; conservation is checked against the stored wealth by simulate)
+    transfers: jax.Array  # money the mechanism hands emitters (positive: victims pay emitters)
+    paid_by_victims: jax.Array  # money victims hand the mechanism
     transaction_costs: jax.Array
     attempts: jax.Array
     deals: jax.Array  # attempted and honoured
-    mechanism_net: jax.Array  # money taken in by the mechanism (negative: it pays out)
-    tax_revenue: jax.Array  # Pigouvian tax collected (and recycled in the same round)
+    mechanism_net: jax.Array  # the mechanism's net intake, paid_by_victims − transfers (negative: it pays out)
+    tax_revenue: jax.Array  # Pigouvian tax collected
+    tax_recycled: jax.Array  # ... and handed back in the same round
     fees: jax.Array  # fees collected by providers
-    money_residual: jax.Array  # Σ Δwealth + costs + mechanism_net + fees: zero when money is conserved
-    gross_flows: jax.Array  # Σ |transfers| + |mechanism_net| + costs + tax + fees, the scale for money_residual
+    gross_flows: jax.Array  # Σ |transfers| + Σ |payments| + costs + tax + recycled + fees, the scale of the residual
     state_violations: jax.Array  # agents whose activity or wealth breaks a state rule (must be 0)
     red_line_excess: jax.Array  # max over honoured deals of (harm − red line) of any victim (−inf: none/no red lines)
     binding: jax.Array  # f32[C] bargains in which each enabled constraint changed an action (see constraint_names)
@@ -474,22 +477,11 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             harm_over = params.w * c_nb * x - graph.out(indiv.red_line)
             red_excess = jnp.max(jnp.where(honoured, harm_over, -jnp.inf))
 
-    # money: transfers, costs, the tax and its recycling (victims: τx/k to each of the emitter's victims)
-    tax_paid = tax * x if sp.use_tax else zeros_n
-    victim_pays = from_victims + tc_victims  # f32[k, N]
-    if sp.use_tax and sp.tax_to_victims:
-        victim_pays = victim_pays - tax_paid / k
-    victim_pays = fence(victim_pays)
-    received = graph.into(victim_pays)
-    victim_outflow = slot_sum(received)  # what each agent pays as a victim
-    tax_revenue = jnp.sum(tax_paid)
-    d_wealth = to_emitter - tc_emitter - tax_paid - victim_outflow
-    if sp.use_tax and not sp.tax_to_victims:
-        d_wealth = d_wealth + tax_revenue / n
+    # money: transfers, costs, the tax and its recycling, each total from its own source (coasejax.envs.accounting)
+    tax_paid = tax * x if sp.use_tax else None
+    d_wealth, victim_outflow, flows = accounting.settle(graph, to_emitter, from_victims, tc_emitter, tc_victims,
+                                                        tax_paid, sp.use_tax and sp.tax_to_victims, fence)
     tc_agent = tc_emitter + slot_sum(tc_victims)  # costs of the bargain led by each emitter
-    mech_agent = slot_sum(victim_pays) - tc_agent + tc_emitter - to_emitter
-    if sp.use_tax and sp.tax_to_victims:
-        mech_agent = mech_agent + tax_paid
 
     # provider fees (a share of the client's realised gain, and a flat fee), never beyond what the client has left
     fee = zeros_n
@@ -501,10 +493,11 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
                + of_agents(pp.fee_flat, pop.provider, pp.count))
         fee = jnp.minimum(due, jnp.maximum(pop.wealth + d_wealth, 0.0))
         d_wealth = d_wealth - fee
+        flows = flows.with_fees(fee)
 
     # materialise every per-agent result once: reductions would otherwise each recompute their whole producer chain
-    x, x_star, x_sq, to_emitter, tc_agent, mech_agent, d_wealth, fee, masks = fence(
-        (x, x_star, x_sq, to_emitter, tc_agent, mech_agent, d_wealth, fee, audit.masks))
+    x, x_star, x_sq, to_emitter, tc_agent, d_wealth, fee, masks = fence(
+        (x, x_star, x_sq, to_emitter, tc_agent, d_wealth, fee, audit.masks))
     audit = Audit(masks)
     new_wealth = pop.wealth + d_wealth
     violation = (x < 0) | (x > params.x_max * (1 + 1e-6))
@@ -564,15 +557,16 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         status_quo=jnp.sum(model.social_value(pop.a, cost, x_base)),
         activity=jnp.sum(x),
         first_best_activity=jnp.sum(x_star),
-        transfers=jnp.sum(to_emitter),
-        transaction_costs=jnp.sum(tc_agent),
+        transfers=flows.to_emitters,
+        paid_by_victims=flows.from_victims,
+        transaction_costs=flows.transaction_costs,
         attempts=jnp.sum(attempt, dtype=jnp.float32),
         deals=jnp.sum(honoured, dtype=jnp.float32),
-        mechanism_net=jnp.sum(mech_agent),
-        tax_revenue=tax_revenue,
-        fees=jnp.sum(fee),
-        money_residual=jnp.sum(d_wealth + tc_agent + mech_agent + fee),
-        gross_flows=jnp.sum(jnp.abs(to_emitter) + jnp.abs(mech_agent) + tc_agent + fee) + 2 * tax_revenue,
+        mechanism_net=flows.mechanism_net,
+        tax_revenue=flows.tax_paid,
+        tax_recycled=flows.tax_recycled,
+        fees=flows.fees,
+        gross_flows=flows.gross,
         state_violations=jnp.sum(violation, dtype=jnp.float32),
         red_line_excess=red_excess,
         binding=binding,

@@ -1,4 +1,7 @@
-"""Bargaining mechanisms, by name. Each is a pure ``(Bargain, Terms, key) -> Outcome`` function."""
+"""Bargaining mechanisms, by name. Each is a pure ``(Bargain, Terms, key) -> Outcome`` clearing function, registered
+with what the engine and the tests need to know of it (:class:`Mechanism`)."""
+
+from typing import Callable, NamedTuple
 
 from coasejax.mechanisms.alternating import alternating
 from coasejax.mechanisms.assurance import assurance
@@ -7,6 +10,26 @@ from coasejax.mechanisms.clarke import clarke
 from coasejax.mechanisms.lindahl import lindahl
 from coasejax.mechanisms.nash import nash
 
-MECHANISMS = {"nash": nash, "lindahl": lindahl, "alternating": alternating, "clarke": clarke, "assurance": assurance}
 
-__all__ = ["MECHANISMS", "Bargain", "Outcome", "Terms", "alternating", "assurance", "clarke", "lindahl", "nash"]
+class Mechanism(NamedTuple):
+    clear: Callable  # (Bargain, Terms, key) -> Outcome
+    budget_balanced: bool  # Σ victims' payments = the emitter's receipts in every bargain (net intake 0)
+
+
+REGISTRY = {
+    "nash": Mechanism(nash, budget_balanced=True),
+    "lindahl": Mechanism(lindahl, budget_balanced=True),
+    "alternating": Mechanism(alternating, budget_balanced=True),
+    "clarke": Mechanism(clarke, budget_balanced=False),  # the pivot taxes do not cover the emitter's payment
+    "assurance": Mechanism(assurance, budget_balanced=True),
+}
+MECHANISMS = {name: m.clear for name, m in REGISTRY.items()}
+
+
+def budget_balanced(protocols) -> bool:
+    """Whether every bargaining protocol in ``protocols`` balances its budget (``none`` moves no money)."""
+    return all(REGISTRY[p].budget_balanced for p in protocols if p != "none")
+
+
+__all__ = ["MECHANISMS", "REGISTRY", "Bargain", "Mechanism", "Outcome", "Terms", "alternating", "assurance",
+           "budget_balanced", "clarke", "lindahl", "nash"]

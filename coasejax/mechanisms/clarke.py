@@ -33,6 +33,20 @@ from coasejax.mechanisms.base import (
 from coasejax.model import benefit
 
 
+def clarke_net_intake_closed_form(a, harms, emitter_right):
+    """The mechanism's net intake ``Σ_s p_s − T`` of one bargain with truthful reports and an interior first best
+    ``x* = a − C`` (``harms``: each victim's marginal harm ``w c_s``, ``C = Σ harms``; ``x_max`` not binding).
+
+    Emitter's right: the victims' pivot taxes ``Σ (w c_s)²/2`` against the emitter's ``C²``; victim's right: the
+    emitter's ``C x*`` against the victims' ``Σ [B(x*) − (C − w c_s) x*]``. Both are deficits (negative)."""
+    harms = [float(h) for h in harms]
+    cost = sum(harms)
+    if emitter_right:
+        return sum(h * h / 2 for h in harms) - cost**2
+    x = a - cost
+    return cost * x - sum(a * x - x * x / 2 - (cost - h) * x for h in harms)
+
+
 def clarke(bargain: Bargain, terms: Terms, key: jax.Array | None = None) -> Outcome:
     a_hat, x_sq = bargain.a_hat, bargain.x_sq
     cost = reported_cost(bargain, terms)
