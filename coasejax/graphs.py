@@ -136,6 +136,11 @@ def _rewired_ring(n: int, k: int, seed: int, p: float) -> tuple[jax.Array, jax.A
 
     For slot s the rewired emitters (a Bernoulli(p) subset) are put in random order and each takes the ring target of
     the next one in that order (a random cycle). Targets are only exchanged, so every agent keeps in-degree k.
+
+    The cycle can hand an emitter its own index (emitter i takes the target of j = i − offset): about one such self-loop
+    per slot. Each is removed by swapping targets with another rewired emitter B chosen from the seed: i takes B's
+    target (≠ i, since targets are a permutation and i held i) and B takes i (≠ B), so a swap never makes a new
+    self-loop, and the slot stays a permutation.
     """
     key = jax.random.PRNGKey(seed)
     idx = jnp.arange(n, dtype=jnp.int32)
@@ -152,6 +157,26 @@ def _rewired_ring(n: int, k: int, seed: int, p: float) -> tuple[jax.Array, jax.A
         nxt = jnp.where(rank + 1 < m, rank + 1, 0)
         new_target_sorted = jnp.where(rank < m, target[order][nxt], target[order])
         col = jnp.zeros(n, jnp.int32).at[order].set(new_target_sorted)
+        col = _remove_self_loops(col, mask, seed, s)
         nbr_cols.append(col)
         rev_cols.append(jnp.zeros(n, jnp.int32).at[col].set(idx))
     return jnp.stack(nbr_cols), jnp.stack(rev_cols)
+
+
+def _remove_self_loops(col: jax.Array, mask: jax.Array, seed: int, slot: int) -> jax.Array:
+    """``col`` (one slot's targets, a permutation) with every self-loop swapped away against another rewired emitter
+    (see :func:`_rewired_ring`). Only rewired emitters hold self-loops (a ring target is never the emitter itself)."""
+    idx = np.arange(col.shape[0])
+    loops = np.flatnonzero(np.asarray(col) == idx)
+    if loops.size == 0:
+        return col
+    target = np.array(col)
+    rewired = np.flatnonzero(np.asarray(mask))  # ≥ 2 whenever there is a self-loop: a 1-cycle keeps its ring target
+    rng = np.random.default_rng([seed, slot])
+    for i in loops:
+        if target[i] != i:  # already swapped away as another loop's partner
+            continue
+        b = rewired[rng.integers(rewired.size - 1)]
+        b = b if b != i else rewired[-1]  # uniform over the rewired emitters other than i
+        target[i], target[b] = target[b], target[i]
+    return jnp.asarray(target, jnp.int32)
