@@ -237,7 +237,7 @@ def main() -> None:
     try:
         app()
     except ConfigError as e:  # e.g. raised while building from a config that validated
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

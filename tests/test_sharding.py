@@ -37,3 +37,23 @@ def test_four_devices_match_one_device(graph, mech):
     assert one["devices"] == 1 and four["devices"] == 4 and four["n_dev"] == 4
     for key in KEYS:
         assert four[key] == pytest.approx(one[key], rel=1e-5, abs=1e-3), key
+
+
+@pytest.mark.parametrize("overrides,names", [
+    (["population.n_agents=4098"], "population.n_agents=4098 does not divide over the 4 devices"),
+    (["population.n_agents=4100", "population.graph=torus"], "the torus has 50 rows"),
+])
+def test_agents_that_do_not_divide_over_the_devices_are_refused_in_one_line(overrides, names):
+    """With 4 devices, an N (or a torus's row count) that does not divide by 4 is refused with exit code 2 and one
+    line naming population.n_agents, never run silently on one device; sim.shard=false runs it on one."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    args = [sys.executable, "-m", "coasejax.cli", "simulate", "quickstart", "--set", "sim.rounds=2",
+            "--set", "sim.envs=1", *[a for o in overrides for a in ("--set", o)]]
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and names in errors[0] and out.stderr.strip().endswith(errors[0]), out.stderr
+    assert "Traceback" not in out.stderr
+    if "population.graph=torus" not in overrides:  # (one case suffices for the way out)
+        one = run_with_devices(4, [*overrides, "sim.shard=false", "sim.rounds=2", "sim.envs=1"])
+        assert one["devices"] == 1 and one["n_dev"] == 4
