@@ -42,8 +42,9 @@ def test_every_mechanism_agrees_on_the_first_best_with_truthful_reports(mech, em
     np.testing.assert_allclose(out.x, A - C, rtol=1e-6)
     surplus = C**2 / 2 if emitter_right else (A - C) ** 2 / 2
     np.testing.assert_allclose(out.surplus, surplus, rtol=1e-5)
-    # transfers flip direction with the rights regime
-    assert np.all(np.asarray(out.to_emitter) > 0) == emitter_right
+    # transfers flip direction with the rights regime: every emitter is paid (emitter's right) or pays (victim's)
+    to_emitter = np.asarray(out.to_emitter)
+    assert np.all(to_emitter > 0) if emitter_right else np.all(to_emitter < 0), to_emitter
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
