@@ -55,7 +55,7 @@ from flax import struct
 from coasejax.config import Distribution
 from coasejax.mechanisms.alternating import proposer_value
 from coasejax.mechanisms.base import Terms
-from coasejax.model import benefit, first_best, status_quo
+from coasejax.model import benefit, benefit_change, first_best, status_quo, value_change
 from coasejax.population import drift_factor, round_words, unit_uniform
 from coasejax.population import inverse_cdf as draw
 from coasejax.rules.provider import ProviderParams, choose_providers, segment_totals
@@ -229,7 +229,7 @@ def bargain_terms(params: Params, a, c, regime):
     right = params.regimes[regime]
     x_sq = status_quo(a, right, params.x_max)
     x_star = first_best(a, c, params.x_max)
-    surplus = (benefit(a, x_star) - c * x_star) - (benefit(a, x_sq) - c * x_sq)
+    surplus = value_change(a, c, x_sq, x_star)  # without cancellation: a tiny surplus keeps its sign in float32
     return right, x_sq, x_star, surplus
 
 
@@ -327,7 +327,7 @@ def step(key: jax.Array, state: State, params: Params, actions: jax.Array) -> tu
         accept = (1.0 - demand) >= threshold
         share_e = jnp.where(prop_e, demand, 1.0 - demand)
         x_new = x_star
-        pay_new = benefit(a, x_sq) - benefit(a, x_star) + share_e * surplus
+        pay_new = -benefit_change(a, x_sq, x_star) + share_e * surplus
         share_first = demand
     agreed = negotiating & accept
     failed = negotiating & ~accept & (state.offers >= params.horizon - 1)
@@ -341,10 +341,11 @@ def step(key: jax.Array, state: State, params: Params, actions: jax.Array) -> tu
     x = jnp.where(honoured, x_c, x_sq)
     transfer = jnp.where(honoured, pay, 0.0)
     paid = jnp.where(negotiating, kappa, 0.0)
-    r_e = benefit(a, x) - benefit(a, x_sq) + transfer - paid
+    r_e = benefit_change(a, x_sq, x) + transfer - paid
     r_v = -c * (x - x_sq) - transfer - paid
     w_sq = benefit(a, x_sq) - c * x_sq
-    gain = benefit(a, x) - c * x - w_sq - 2.0 * paid
+    gain = value_change(a, c, x_sq, x) - 2.0 * paid
+    gain_star = surplus  # W* − W_sq at this round's types (before they drift below)
 
     # analytic decision at the start of each episode: deal iff κ ≤ the threshold (immediate agreement)
     worth = first & (kappa <= deal_threshold(params, surplus))
@@ -381,7 +382,7 @@ def step(key: jax.Array, state: State, params: Params, actions: jax.Array) -> tu
                 offers=jnp.where(done, zi, offers), left=jnp.where(done, zi, left), x_c=x_c, pay=pay,
                 breach=state.breach, reputation=rep, provider=provider, util=util, t=state.t + 1)
     out = Round(reward=jnp.stack([r_e, r_v]), done=done, group=group, gain=gain,
-                gain_star=benefit(a, x_star) - c * x_star - w_sq, status_quo=w_sq, activity=x, activity_star=x_star,
+                gain_star=gain_star, status_quo=w_sq, activity=x, activity_star=x_star,
                 costs=2.0 * paid, transfer=transfer, started=first, agreed=agreed,
                 first_offer=agreed & first, first_offer_e=agreed & first & state.opener,
                 share_e=jnp.where(agreed & first & state.opener, share_first, 0.0),
