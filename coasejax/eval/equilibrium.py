@@ -78,15 +78,21 @@ def equilibrium_bid(params: AuctionParams, v: jax.Array, role: jax.Array = 0) ->
     return None
 
 
+def best_bid(role: jax.Array, values: jax.Array, bids: jax.Array, select: Opponents, params: AuctionParams,
+             grid: jax.Array) -> jax.Array:
+    """``f32[G]``: for each value, the bid among ``grid ∪ {bids}`` with the highest utility against ``select``."""
+    cand = jnp.concatenate([jnp.broadcast_to(grid[:, None], (grid.shape[0], values.shape[0])), bids[None, :]])
+    u_sel = jax.lax.map(lambda b: interim_utility(role, values, b, select, params), cand)  # f32[K + 1, G]
+    return jnp.take_along_axis(cand, jnp.argmax(u_sel, axis=0)[None, :], axis=0)[0]
+
+
 def best_response(role: jax.Array, values: jax.Array, bids: jax.Array, select: Opponents, score: Opponents,
                   params: AuctionParams, grid: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(u_learned f32[G], u_best f32[G])``: utility of ``bids`` at ``values`` and of a numerical best response.
 
     For each value the best bid among ``grid ∪ {the learned bid}`` is chosen against the opponent sample ``select``
-    and both bids are scored against an independent sample ``score``, so the search's own noise cannot inflate the
-    best response's utility (choosing and scoring on one sample would).
+    (:func:`best_bid`) and both bids are scored against an independent sample ``score``, so the search's own noise
+    cannot inflate the best response's utility (choosing and scoring on one sample would).
     """
-    cand = jnp.concatenate([jnp.broadcast_to(grid[:, None], (grid.shape[0], values.shape[0])), bids[None, :]])
-    u_sel = jax.lax.map(lambda b: interim_utility(role, values, b, select, params), cand)  # f32[K + 1, G]
-    best = jnp.take_along_axis(cand, jnp.argmax(u_sel, axis=0)[None, :], axis=0)[0]
+    best = best_bid(role, values, bids, select, params, grid)
     return interim_utility(role, values, bids, score, params), interim_utility(role, values, best, score, params)
