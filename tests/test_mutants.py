@@ -1,0 +1,212 @@
+"""Tests that kill surviving mutants of the mechanisms and rule layers (scripts/mutation.sh, docs/mutation.md).
+
+Each test checks an economic result against a closed form stated in its docstring (THEORY.md; the closed-form
+helpers beside each mechanism), with float32 tolerances (rtol 1e-5 unless said otherwise); none reads its expected
+value from the function under test. The mutant each test kills is named in a comment (file:line of the base commit
+94e7df0, operator).
+"""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from coasejax.graphs import make_graph
+from coasejax.mechanisms import MECHANISMS, Bargain, Terms
+from coasejax.mechanisms.alternating import rubinstein_share
+from coasejax.model import benefit
+from coasejax.rules import INDIVIDUAL, STATE, IndividualParams, StateParams, constrain, nest, room
+
+AS = importlib.import_module("coasejax.mechanisms.assurance")  # the package exports the function of the same name
+
+K = 4
+W = 1.0 / K
+F = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+
+
+def terms(emitter_right=True, beta=0.5, d_e=0.9, d_v=0.8, horizon=600, emitter_first=True, tc_e=0.0, tc_v=0.0,
+          threshold=1.0, refund_bonus=0.0, w=W):
+    return Terms(w=F(w), x_max=F(100.0), emitter_right=jnp.asarray(emitter_right), bargaining_power=F(beta),
+                 discount_emitter=F(d_e), discount_victims=F(d_v), per_round=F(0.0), tc_emitter=F(tc_e),
+                 tc_victims=F(tc_v), threshold=F(threshold), refund_bonus=F(refund_bonus), horizon=horizon,
+                 emitter_first=emitter_first)
+
+
+def bargain(a, c_victims, emitter_right, pledge=None):
+    a = F(a)
+    return Bargain(a_hat=a, c_hat=F(c_victims), x_sq=jnp.where(emitter_right, a, 0.0), pledge=pledge)
+
+
+# two emitters with four identical victims each: C = w Σ c = 1 and 2, interior first best x* = a − C = 2 and 3
+A = np.array([3.0, 5.0])
+C_VICTIMS = np.array([[1.0, 2.0]] * K)
+C = W * C_VICTIMS.sum(0)
+LOSS = C**2 / 2  # the emitter's loss from abating a → a − C: B(a) − B(a − C) = C²/2
+
+
+# -- alternating offers ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("emitter_first", [True, False])
+def test_alternating_offers_split_the_surplus_net_of_transaction_costs(emitter_first):
+    """Emitter's right, truthful, costs tc_e = 0.05, tc_v = 0.2: the first proposer gets the Rubinstein share of
+    S − TC = C²/2 − 0.25 (horizon 600: truncation error (δ_e δ_v)^300 ≈ 0), and the emitter receives its loss C²/2,
+    its own costs and its gain. Kills alternating.py:51 (``− tc_total`` → ``+``)."""
+    tc_e, tc_v, d_e, d_v = 0.05, 0.2, 0.9, 0.8
+    out = MECHANISMS["alternating"](bargain(A, C_VICTIMS, True),
+                                    terms(True, d_e=d_e, d_v=d_v, tc_e=tc_e, tc_v=tc_v, emitter_first=emitter_first))
+    net = LOSS - tc_e - tc_v
+    gain = rubinstein_share(d_e, d_v) * net if emitter_first else (1 - rubinstein_share(d_v, d_e)) * net
+    np.testing.assert_allclose(out.to_emitter, LOSS + tc_e + gain, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.from_victims).sum(0), LOSS + tc_e + gain, rtol=1e-5)  # budget balance
+
+
+# -- shares when nobody reports harm -----------------------------------------------------------------------------------
+def test_victims_reporting_no_harm_share_the_emitters_payment_equally():
+    """Victim's right, every victim reports ĉ = 0: Ĉ = 0, so x̂ = a and Ŝ = a²/2; Nash with β = 0.3 has the emitter
+    pay (1 − β) a²/2 for permission, split equally among its k victims and budget balanced. Kills base.py:78
+    (equal shares ``1/k`` → ``k``)."""
+    beta = 0.3
+    out = MECHANISMS["nash"](bargain(A, np.zeros((K, 2)), False), terms(False, beta=beta))
+    pay = (1 - beta) * A**2 / 2
+    np.testing.assert_allclose(out.to_emitter, -pay, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.from_victims), np.broadcast_to(-pay / K, (K, 2)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("mech", ["nash", "lindahl", "alternating", "clarke"])
+def test_mechanisms_without_contracts_owe_no_refunds(mech):
+    """Only a failed assurance contract owes refund bonuses; the engine pays ``Outcome.refund`` out of the emitter's
+    wealth whenever it is not None, so every other mechanism must leave it None. Kills base.py:57 (default
+    ``None`` → ``""``)."""
+    out = MECHANISMS[mech](bargain(A, C_VICTIMS, True), terms(True))
+    assert out.refund is None
+
+
+# -- assurance contracts -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k,theta,m", [(10, 0.6, 6), (4, 1.0, 4), (5, 0.5, 3), (4, 0.75, 3), (4, 0.0, 1)])
+def test_pledges_needed_are_the_ceiling_of_the_threshold_share(k, theta, m):
+    """``m = ⌈θ k⌉``, at least 1. Kills assurance.py:48 (``θ k`` → ``θ / k``)."""
+    assert int(AS.needed(k, theta)) == m
+
+
+def test_assurance_pledgers_pay_the_cost_scaled_by_k_over_m():
+    """Emitter's right, k = 4 identical truthful victims, θ = 0.75 so m = 3: each pledge is p = L̂ /m (harm shares
+    1/k, scaled by k/m), and a victim's value w c (x_sq − x̂) = C/k · C = 2 L̂/k covers p iff k/(2m) ≤ 1, here 2/3:
+    all four pledge, the emitter abates to a − C and receives k L̂/m = (4/3) C²/2. Kills assurance.py:55
+    (k read from the emitter axis, N = 2) and :48."""
+    out = AS.assurance(bargain(A, C_VICTIMS, True), terms(True, threshold=0.75))
+    np.testing.assert_allclose(out.x, A - C, rtol=1e-6)
+    np.testing.assert_allclose(out.to_emitter, K / 3 * LOSS, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.from_victims), np.broadcast_to(LOSS / 3, (K, 2)), rtol=1e-5)
+    np.testing.assert_allclose(out.surplus, LOSS, rtol=1e-5)
+
+
+def test_assurance_contract_with_pledges_dearer_than_their_value_fails_and_nobody_pays():
+    """θ = 0.25, so m = 1 and each price L̂ k/m /k = L̂ = C²/2 is twice a victim's value C²/k = C²/4 (k = 4): no
+    victim pledges, the emitter stays at x_sq = a, no money moves and no bonus is owed (nobody pledged). Kills
+    assurance.py:60 (value ``x_sq − x̂`` → ``x_sq + x̂``) and :75 (an unpaid victim pays 0 → 1)."""
+    out = AS.assurance(bargain(A, C_VICTIMS, True), terms(True, threshold=0.25, refund_bonus=0.1))
+    np.testing.assert_allclose(out.x, A, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out.to_emitter), 0.0)
+    np.testing.assert_array_equal(np.asarray(out.from_victims), 0.0)
+    np.testing.assert_array_equal(np.asarray(out.refund), 0.0)
+    np.testing.assert_array_equal(np.asarray(out.surplus), 0.0)
+
+
+def _eight_emitters(c):
+    a = np.linspace(3.0, 6.0, 8)
+    return a, np.full((K, 8), c)
+
+
+def test_unanimous_contract_every_victim_pledges_in_equilibrium():
+    """θ = 1 (m = k = 4), victims of harm c = 2 (w = 1/4), truthful: value w c C = C²/k = 2 L̂/k against price L̂/m = L̂/k,
+    so pledging is an equilibrium for every victim, with no mixing (8 emitters, so N ≠ k). Kills assurance.py:89
+    (k read from the emitter axis) and :91 (``w · harm`` → ``w / harm``)."""
+    a, c = _eight_emitters(2.0)
+    pledge = AS.equilibrium_pledges(jax.random.PRNGKey(0), bargain(a, c, True), terms(True), F(c))
+    assert bool(jnp.all(pledge))
+
+
+def test_victims_never_pledge_more_than_their_value():
+    """θ = 0.25 (m = 1): price L̂ = C²/2 is twice the value C²/4, so pledging, even when pivotal, loses v − p < 0
+    and the mixed equilibrium is q = 0 (pledge_advantage < 0 on all of (0, 1)): no victim pledges. Kills
+    assurance.py:91 (value ``x_sq − x̂`` → ``x_sq + x̂``)."""
+    a, c = _eight_emitters(1.0)
+    pledge = AS.equilibrium_pledges(jax.random.PRNGKey(0), bargain(a, c, True), terms(True, threshold=0.25), F(c))
+    assert not bool(jnp.any(pledge))
+
+
+def test_a_harmless_victim_consents_under_the_victims_right():
+    """Victim's right, unanimity, one truthful victim per bargain with no harm: its offer is its harm 0 plus its
+    harm share 0 of the surplus, which covers its harm exactly, and consenting weakly dominates (ties consent), so
+    every victim consents and the harmless one cannot block the deal. Kills assurance.py:92 (``>=`` → ``>``)."""
+    a, c = _eight_emitters(2.0)
+    c[0] = 0.0
+    pledge = AS.equilibrium_pledges(jax.random.PRNGKey(0), bargain(a, c, False), terms(False), F(c))
+    assert bool(jnp.all(pledge))
+    out = AS.assurance(bargain(a, c, False, pledge=pledge), terms(False))
+    np.testing.assert_allclose(out.x, a - W * c.sum(0), rtol=1e-6)
+
+
+def test_no_victim_pledges_a_price_above_its_value_against_full_pledging():
+    """Best reply when the k − 1 others all pledge and m = k: pledging earns v − p = 0.5 − 1 < 0, not pledging 0.
+    Kills assurance.py:159 (``v − p`` → ``v + p``)."""
+    ones = jnp.ones((6, 3), bool)
+    assert not bool(jnp.any(AS.best_response(ones, 0.5, 1.0, 0.0, 6)))
+    assert bool(jnp.all(AS.best_response(ones, 1.0, 0.5, 0.0, 6)))
+
+
+@pytest.mark.parametrize("q,k,m,expected", [(0.0, 5, 1, 0.0), (0.0, 5, 0, 1.0), (1.0, 5, 5, 1.0), (0.5, 4, 2, 11 / 16),
+                                            (0.25, 3, 3, 1 / 64)])
+def test_success_probability_is_the_binomial_tail(q, k, m, expected):
+    """``P(Binomial(k, q) ≥ m)``, exact: nobody pledges at q = 0, everybody at q = 1; 11/16 and 1/64 by hand.
+    Kills assurance.py:112 (the q = 0 point mass at ``j == 0`` → ``j == 1``)."""
+    assert float(AS.success_probability(q, k, m)) == pytest.approx(expected, abs=1e-6)
+
+
+# -- rule layers -------------------------------------------------------------------------------------------------------
+def _state(**kw):
+    base = dict(cap=F(10.0), cap_share=F(0.0), pigou_tax=F(0.5), tc_floor=F(0.0), use_tax=True, budget_rule=True)
+    base.update(kw)
+    return StateParams(**base)
+
+
+def test_budget_rule_caps_an_emitters_activity_at_its_tax_allowance():
+    """Budget rule with a Pigouvian tax τ = 0.5: an emitter acting alone keeps its tax bill τx within one bargain's
+    allowance m (1 − 10⁻⁵)/(k + 1), so x ≤ m (1 − 10⁻⁵)/((k + 1) τ); wealth 1, 10, 0 and −3 (no allowance). Kills
+    state.py:99 (the constraint on a misspelt field)."""
+    wealth = F([1.0, 10.0, 0.0, -3.0])
+    ctx = {"wealth": wealth, "k": K}
+    x, (lo, hi), changed = constrain(nest(STATE), "own_activity", F([3.0, 3.0, 3.0, 3.0]), {"state": _state()}, ctx)
+    limit = np.maximum(np.asarray(wealth), 0) * (1 - 1e-5) / (K + 1) / 0.5
+    np.testing.assert_allclose(hi, limit, rtol=1e-6)
+    np.testing.assert_allclose(x, np.minimum(3.0, limit), rtol=1e-6)
+    assert lo is None
+    np.testing.assert_array_equal(np.asarray(changed[("state", "budget")]), [True, False, True, True])
+
+
+def test_victims_reservation_payments_bound_their_gains_from_below():
+    """Each victim signs only a deal that gains it at least its reservation ρ_j: the room of ``gain_victims`` is
+    [ρ of each slot's victim, ∞), read through the graph (ring, k = 4, N = 6: slot s of emitter i is agent i + d_s).
+    Kills individual.py:96 (the victims' reservation constraint switched off)."""
+    n = 6
+    graph = make_graph("ring", n, K, 0)
+    rho = F(np.arange(n) * 0.1)
+    lo, hi = room(nest(INDIVIDUAL), "gain_victims", {"individual": IndividualParams(reservation=rho)},
+                  {"graph": graph})
+    offsets = [1, -1, 2, -2]  # ring offsets of slots 0..3
+    expected = np.stack([np.roll(np.asarray(rho), -d) for d in offsets])
+    assert hi is None
+    if not np.allclose(np.asarray(lo), expected):  # the ring's slot convention, either direction, is not the point
+        np.testing.assert_allclose(np.asarray(lo), np.stack([np.roll(np.asarray(rho), d) for d in offsets]))
+    gains = F(np.zeros((K, n)))
+    _, _, changed = constrain(nest(INDIVIDUAL), "gain_victims", gains, {"individual": IndividualParams(reservation=rho)},
+                              {"graph": graph})
+    moved = np.asarray(changed[("individual", "reservation")])
+    np.testing.assert_array_equal(moved, np.asarray(lo) > 0)  # a zero gain is vetoed iff the victim asks for more
+
+
+def test_an_unknown_action_field_is_refused_with_the_list_of_fields():
+    """Kills base.py:108 (the error message's separator)."""
+    with pytest.raises(ValueError, match="fields: own_activity, deal_activity, report_a, report_c"):
+        constrain(nest(STATE), "activity", F([1.0]), {"state": _state()}, {"wealth": F([1.0]), "k": K})
