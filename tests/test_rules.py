@@ -237,22 +237,68 @@ def test_cap_share_caps_only_that_share_of_agents(run):
 # providers
 # ---------------------------------------------------------------------------------------------------------------------
 
-MARKET = dict(providers__count=2, providers__switching_rate=0.3, providers__temperature=0.02, sim__rounds=40,
-              population__n_agents=4000, mechanism__kind="nash", population__drift=0.05)
+#: identical agents, no drift, no inertia: every client of a provider has the same net utility u_m each round
+MARKET = dict(providers__count=2, providers__switching_rate=0.3, providers__inertia=0.0, providers__memory=0.8,
+              sim__rounds=10, population__n_agents=4000, mechanism__kind="nash", **SAME)
+#: a client reviews iff unit_uniform(bits, 12) = (j + 0.5)/4096 < 0.3, i.e. for j ≤ 1228
+REVIEW = 1229 / 4096
 
 
-def test_market_share_flows_to_the_cheaper_provider(run):
-    s = run(providers__fee="[0.3,0.05]", **MARKET)
-    shares = s["provider_shares"]
-    assert shares[1] > 0.7 and sum(shares) == pytest.approx(1.0)
-    series = s["per_round"]["provider_shares"]
-    assert series[0][1] == pytest.approx(0.5, abs=0.05) and series[-1][1] > series[0][1] + 0.2
+def _leaves_geometrically(s: dict, loser: int, n: int = 4000) -> None:
+    """The logit market at a temperature far below the score gap: every reviewing client of the worse provider moves
+    to the better one, and nobody moves back (the wrong choice has probability ≤ exp(−gap/T) < 1e-20). So, given the
+    first round's split, the loser keeps each of its n₀ clients through t reviews with probability q_t = (1 − r)^t
+    independently: its share at round t is Binomial(n₀, q_t)/n, mean s₀q_t, SE sqrt(s₀q_t(1 − q_t)/n). Each round
+    within 4 SE (10 rounds: a false alarm about 6e-4 of the time)."""
+    series = np.asarray(s["per_round"]["provider_shares"])
+    s0 = series[0][loser]
+    assert s0 == pytest.approx(0.5, abs=4 * np.sqrt(0.25 / n))  # the initial providers: a fair coin per client
+    for t in range(1, len(series)):
+        q = (1 - REVIEW) ** t
+        assert series[t][loser] == pytest.approx(s0 * q, abs=4 * np.sqrt(s0 * q * (1 - q) / n) + 1e-9), t
+    assert s["provider_shares"] == pytest.approx(series[-1].tolist(), abs=1e-9)
+    assert np.allclose(series.sum(axis=1), 1.0)
     assert s["money_residual_rel"] <= 1e-5
 
 
+def test_market_share_flows_to_the_cheaper_provider():
+    """Fees of 30% and 5% of the gain g = S = 0.125 (β·S as emitter plus 4 × (1 − β)S/4 as victim): u₀ = 0.0875,
+    u₁ = 0.11875. Scores are the mean of the clients' averages ū ← 0.8ū + 0.2u. Provider 0's clients have always been
+    with it; every client of provider 1 got u₁ this round: so U₁ − U₀ ≥ 0.2(u₁ − u₀) = 0.00625 every round.
+
+    At T = 1e-4 (gap/T ≥ 62) the choice is a best response: provider 0 loses clients geometrically. At T = 0.00625 the
+    first review is a genuine logit choice, gap/T = 1 exactly (in round 0 every ū is 0.2u_m): a reviewer picks
+    provider 1 with probability π = 1/(1 + e⁻¹), so E[s₀(1)] = s₀(0)(1 − rπ) + s₁(0)·r(1 − π), with SE from the two
+    binomials; within 4 SE."""
+    hard, soft = sweep({"providers.temperature": [1e-4, 0.00625]}, providers__fee="[0.3,0.05]", **MARKET)
+    _leaves_geometrically(hard, loser=0)
+    assert hard["fees"] == pytest.approx(0.125 * sum(0.3 * (1 - sh[1]) + 0.05 * sh[1] for sh in
+                                                     hard["per_round"]["provider_shares"]) * 4000, rel=1e-4)
+    series = np.asarray(soft["per_round"]["provider_shares"])
+    s0, s1, pi = series[0][0], series[0][1], 1 / (1 + np.exp(-1.0))
+    leave, join = REVIEW * pi, REVIEW * (1 - pi)
+    se = np.sqrt(s0 * leave * (1 - leave) / 4000 + s1 * join * (1 - join) / 4000)
+    assert series[1][0] == pytest.approx(s0 * (1 - leave) + s1 * join, abs=4 * se)
+
+
 def test_with_equal_fees_market_share_flows_to_the_better_advocates(run):
-    s = run(providers__fee=0.1, providers__skill="[-0.4,0.4]", **MARKET)
-    assert s["provider_shares"][1] > 0.7
+    """Skills ∓0.4 move the Nash power to β_e = 0.5 + (σ_e − mean σ_victims)/2. A client's gain is linear in the
+    skills: its own skill adds S·σ/2 as emitter and S·σ/(2k) over its k bargains as victim, so a provider-1 client
+    gains S(0.4 + 0.1) = 0.0625 more than it would with provider 0, whatever its neighbours' providers; the
+    neighbours' part averages over ~2000 clients per provider (SD ≈ 0.2S/√2000 ≈ 6e-4), ≪ that. As above, the score gap
+    is at least 0.2 × (1 − fee) × 0.0625 = 0.01125 ≫ T = 1e-4: provider 0 loses clients geometrically."""
+    s = run(providers__fee=0.1, providers__skill="[-0.4,0.4]", providers__temperature=1e-4, **MARKET)
+    _leaves_geometrically(s, loser=0)
+
+
+def test_market_share_flows_to_the_provider_whose_protocol_closes_deals(run):
+    """Provider 1's emitters do not bargain (protocol none): its clients lose the emitter's share β·S = 0.0625 of
+    their gain, while the victims' part depends only on their emitters' providers ((1 − β)S/4 per emitter at provider
+    0: SD of its mean over a provider's ~2000 clients ≈ 0.0156/√2000 ≈ 3.5e-4). The score gap is ≥ 0.2 × 0.0625 minus that, ≫ T = 1e-4: provider 1 loses clients
+    geometrically. Every provider-0 bargain closes (identical agents), none of provider 1's."""
+    s = run(providers__protocol="[nash,none]", providers__fee=0.0, providers__temperature=1e-4, **MARKET)
+    assert s["provider_deal_rate"] == [1.0, 0.0]
+    _leaves_geometrically(s, loser=1)
 
 
 def test_code_of_conduct_bounds_reports():
@@ -291,12 +337,6 @@ def test_each_provider_runs_its_own_protocol_in_the_bargains_its_clients_lead(ru
     assert mixed["money_residual_rel"] <= 1e-5 and mixed["state_violations"] == 0
 
 
-def test_market_share_flows_to_the_provider_whose_protocol_closes_deals(run):
-    s = run(providers__protocol="[nash,none]", providers__fee=0.0, **MARKET)
-    assert s["provider_deal_rate"][1] == 0.0 and s["provider_deal_rate"][0] > 0.5
-    assert s["provider_shares"][0] > 0.7
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # individuals
 # ---------------------------------------------------------------------------------------------------------------------
@@ -304,7 +344,14 @@ def test_market_share_flows_to_the_provider_whose_protocol_closes_deals(run):
 def test_no_victim_accepts_harm_above_its_red_line(run):
     s = run(mechanism__kind="nash", state__rights="victim", individual__red_line="uniform:0:0.5", sim__rounds=3)
     assert s["red_line_excess"] is not None and s["red_line_excess"] <= 1e-5
-    assert s["layer_binding"]["individual"]["red_line"] > 0.5
+    # the red line binds in bargain i iff x̂ = clip(a − C, 0, 10) exceeds min_j r_j/(w c_j) (victim's right): its
+    # probability p from an independent draw of 10⁶ bargains. The engine's 2000 bargains are dependent only within
+    # ring distance 4 (shared victims), so the SE of their share is at most √9·sqrt(p(1 − p)/2000); allow 4 of those
+    rng = np.random.default_rng(0)
+    a, c, r = rng.uniform(1, 3, 10**6), rng.uniform(0, 2, (10**6, 4)), rng.uniform(0, 0.5, (10**6, 4))
+    limit = np.min(np.where(c > 0, r / (0.25 * np.where(c > 0, c, 1.0)), np.inf), axis=1)
+    p = np.mean(np.clip(a - 0.25 * c.sum(axis=1), 0, 10) > limit)
+    assert s["layer_binding"]["individual"]["red_line"] == pytest.approx(p, abs=4 * 3 * np.sqrt(p * (1 - p) / 2000))
     plain = run(mechanism__kind="nash", state__rights="victim", sim__rounds=3)
     assert s["mean_activity"] < plain["mean_activity"]
 
