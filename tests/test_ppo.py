@@ -261,8 +261,8 @@ def test_breaches_follow_the_enforcement_probability_and_feed_reputation():
     q = tr["breach"].astype(np.float64)  # the emitter's breach probability, constant over the rounds
     paid = tr["reward"].sum(1)
     honoured = np.abs(paid - s) <= PAY_TOL  # what the round paid: all of the surplus, or (breached) nothing
-    np.testing.assert_allclose(np.where(honoured, paid, 0.0), paid, atol=PAY_TOL)
-    np.testing.assert_allclose(tr["reward"][:, 0][honoured], x1 * s[honoured], atol=PAY_TOL)
+    np.testing.assert_allclose(tr["reward"][:, 0], np.where(honoured, x1 * s, 0.0), atol=PAY_TOL)
+    np.testing.assert_allclose(tr["reward"][:, 1], np.where(honoured, (1 - x1) * s, 0.0), atol=PAY_TOL)
     live = s > 1e-3  # rounds whose payment tells a breach from a kept contract
     # the breach probabilities: mean 1 − e = 0.2 over the n emitters, SE = sd(q)/√n = 0.4/√(12 n)
     assert q[0].mean() == pytest.approx(0.2, abs=4 * 0.4 / np.sqrt(12 * n))
