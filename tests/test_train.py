@@ -61,10 +61,42 @@ def test_chunking_does_not_change_the_result():
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
 
 
+def restored_play(run_dir, step, k=1 << 14):
+    """Reference numbers of checkpoint ``step`` of a first-price run (n = 2, uniform), computed here from its restored
+    parameters: the exact mean and standard deviation of ``d² = (π(v) − v/2)²`` over values (midpoint quadrature,
+    ``k`` points; v/2 is the equilibrium, :func:`coasejax.eval.equilibrium.first_price_bid`), and the mean and
+    standard deviation of the revenue of 2²⁰ simulated auctions."""
+    import jax.numpy as jnp
+
+    from coasejax import checkpoint as ckpt
+    from coasejax.envs import auction
+    from coasejax.policies import take
+    from coasejax.train.auction_game import make_bidders
+
+    cfg = load_config("auction_first_price", [*TINY, "train.iterations=40", "checkpoint.every=20"])
+    game = make_game(cfg)
+    mngr = ckpt.manager(run_dir / "checkpoints", read_only=True)
+    params = take(ckpt.restore(mngr, step, es.init_states(game, cfg.train)).params, 0)
+    mngr.close()
+    p = auction.AuctionParams.from_config(cfg.env)
+    bid_one, bid_all = make_bidders(game.module, p, jnp.zeros((2,), jnp.int32))
+    v = (jnp.arange(k, dtype=jnp.float32) + 0.5) / k
+    d2 = np.asarray((bid_one(take(params, 0), v, 0) - v / 2) ** 2, np.float64)
+    values = auction.sample_values(jax.random.PRNGKey(11), p, (1 << 20, 2))
+    revenue = np.asarray(auction.play(jax.random.PRNGKey(12), values, bid_all(params, values), p).revenue, np.float64)
+    return d2.mean(), d2.std(), revenue.mean(), revenue.std()
+
+
 def test_train_and_eval_cli_write_their_outputs(tmp_path):
+    """``train`` writes its summary, log and config; ``eval --step 20`` recomputes the metrics of checkpoint 20 on
+    fresh draws, checked against the restored parameters: bne_rmse² is the mean of d² = (π(v) − β(v))² over
+    ``train.eval_values`` = 256 fresh values, within 4 standard errors (SE = sd(d²)/16, both exact by quadrature) of
+    its exact value at step 20, which is over 8 of them away from step 40's; the revenue of ``train.eval_opponents`` =
+    4096 auctions is within 4 SE (SE = sd(revenue)/64) of the mean of 2²⁰. The training-time evaluation of step 20
+    meets the same bounds on other draws; a second ``eval`` gives the same numbers."""
     out = tmp_path / "run"
     sets = [a for s in [*TINY, "train.iterations=40", "checkpoint.every=20"] for a in ("--set", s)]
-    r = cli("train", "auction_all_pay", *sets, "--out", str(out))
+    r = cli("train", "auction_first_price", *sets, "--out", str(out))
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     for key in ("bne_rmse", "utility_loss_rel", "revenue", "efficiency", "agent_steps_per_second", "per_seed"):
@@ -75,10 +107,17 @@ def test_train_and_eval_cli_write_their_outputs(tmp_path):
     r = cli("eval", str(out), "--step", "20")
     assert r.returncode == 0, r.stderr
     ev = json.loads((out / "eval.json").read_text())
-    assert ev["step"] == 20 and 0 <= ev["bne_rmse"] < 0.5
-    # fresh draws: close to, but not the same numbers as, the training-time evaluation of step 20
-    assert ev["revenue"] != lines[1]["revenue"] and abs(ev["revenue"] - lines[1]["revenue"]) < 0.02
-    cli("eval", str(out), "--step", "20")
+    assert ev["step"] == 20
+    d2, d2_sd, rev, rev_sd = restored_play(out, 20)
+    d2_last = restored_play(out, 40)[0]
+    se_d2, se_rev = d2_sd / np.sqrt(256), rev_sd * np.sqrt(1 / 4096 + 1 / 2**20)
+    assert abs(d2_last - d2) > 8 * se_d2, (d2, d2_last, se_d2)
+    for row in (ev, lines[1]):
+        assert abs(row["bne_rmse"] ** 2 - d2) < 4 * se_d2, (row["bne_rmse"] ** 2, d2, se_d2)
+        assert abs(row["revenue"] - rev) < 4 * se_rev, (row["revenue"], rev, se_rev)
+    assert ev["revenue"] != lines[1]["revenue"]  # fresh draws, not the training-time evaluation's
+    r = cli("eval", str(out), "--step", "20")
+    assert r.returncode == 0, r.stderr
     assert json.loads((out / "eval.json").read_text()) == ev  # deterministic
 
 
