@@ -7,6 +7,7 @@ value from the function under test. The mutant each test kills is named in a com
 """
 
 import importlib
+import math
 
 import jax
 import jax.numpy as jnp
@@ -187,18 +188,17 @@ def test_budget_rule_caps_an_emitters_activity_at_its_tax_allowance():
 
 def test_victims_reservation_payments_bound_their_gains_from_below():
     """Each victim signs only a deal that gains it at least its reservation ρ_j: the room of ``gain_victims`` is
-    [ρ of each slot's victim, ∞), read through the graph (ring, k = 4, N = 6: slot s of emitter i is agent i + d_s).
+    [ρ of each slot's victim, ∞), read through the graph (ring, k = 4, N = 6).
     Kills individual.py:96 (the victims' reservation constraint switched off)."""
     n = 6
     graph = make_graph("ring", n, K, 0)
     rho = F(np.arange(n) * 0.1)
     lo, hi = room(nest(INDIVIDUAL), "gain_victims", {"individual": IndividualParams(reservation=rho)},
                   {"graph": graph})
-    offsets = [1, -1, 2, -2]  # ring offsets of slots 0..3
-    expected = np.stack([np.roll(np.asarray(rho), -d) for d in offsets])
+    nbrs = np.asarray(graph.neighbours())  # i32[N, k]: slot s's victim of emitter i
+    expected = np.asarray(rho)[nbrs.T]
     assert hi is None
-    if not np.allclose(np.asarray(lo), expected):  # the ring's slot convention, either direction, is not the point
-        np.testing.assert_allclose(np.asarray(lo), np.stack([np.roll(np.asarray(rho), d) for d in offsets]))
+    np.testing.assert_allclose(np.asarray(lo), expected, rtol=1e-6)
     gains = F(np.zeros((K, n)))
     _, _, changed = constrain(nest(INDIVIDUAL), "gain_victims", gains, {"individual": IndividualParams(reservation=rho)},
                               {"graph": graph})
@@ -210,3 +210,86 @@ def test_an_unknown_action_field_is_refused_with_the_list_of_fields():
     """Kills base.py:108 (the error message's separator)."""
     with pytest.raises(ValueError, match="fields: own_activity, deal_activity, report_a, report_c"):
         constrain(nest(STATE), "activity", F([1.0]), {"state": _state()}, {"wealth": F([1.0]), "k": K})
+
+
+# -- accounting (coasejax/envs/accounting.py) ---------------------------------------------------------------------------
+def _settle(tax_to_victims, with_tax=True):
+    from coasejax.envs.accounting import settle
+
+    n, k = 5, 2
+    graph = make_graph("ring", n, k, 0)
+    t = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+    p = np.array([[0.5, -1.0, 0.25, 0.0, 1.5], [0.5, -1.0, 0.25, 0.0, 1.5]])  # each emitter's T split in two
+    tc_e = np.array([0.1, 0.0, 0.2, 0.0, 0.05])
+    tc_v = np.array([[0.01, 0.0, 0.02, 0.0, 0.0], [0.0, 0.03, 0.0, 0.0, 0.04]])
+    tax = np.array([0.5, 1.0, 0.0, 2.0, 0.25]) if with_tax else None
+    d, outflow, flows = settle(graph, F(t), F(p), F(tc_e), F(tc_v), None if tax is None else F(tax), tax_to_victims)
+    return graph, (t, p, tc_e, tc_v, tax), (d, outflow, flows)
+
+
+@pytest.mark.parametrize("tax_to_victims", [False, True])
+def test_money_flows_total_each_source_and_their_scale(tax_to_victims):
+    """The round's totals, each the sum of its own source (ring, N = 5, k = 2): ΣT = 2.5, Σp = 2.5 (budget balance:
+    net intake 0), costs Σ tc = 0.45, tax Σ τx = 3.75, all of it recycled under either rule, no fees yet; the scale
+    ``gross = Σ|T| + Σ|p| + costs + tax + recycled`` = 6.5 + 6.5 + 0.45 + 7.5 = 20.95; fees of 0.3 add to both.
+    Tolerance 1e-5 (float32 sums of five terms of size ≤ 3). Kills sign and operand mutants of the totals."""
+    _, (t, p, tc_e, tc_v, tax), (_, _, flows) = _settle(tax_to_victims)
+    assert float(flows.to_emitters) == pytest.approx(2.5, abs=1e-5)
+    assert float(flows.from_victims) == pytest.approx(2.5, abs=1e-5)
+    assert float(flows.mechanism_net) == pytest.approx(0.0, abs=1e-5)
+    assert float(flows.transaction_costs) == pytest.approx(0.45, abs=1e-5)
+    assert float(flows.tax_paid) == pytest.approx(3.75, abs=1e-5)
+    assert float(flows.tax_recycled) == pytest.approx(3.75, abs=1e-5)
+    assert float(flows.fees) == 0.0
+    assert float(flows.gross) == pytest.approx(20.95, abs=1e-5)
+    fees = flows.with_fees(F([0.1, 0.0, 0.2, 0.0, 0.0]))
+    assert float(fees.fees) == pytest.approx(0.3, abs=1e-6)
+    assert float(fees.gross) == pytest.approx(21.25, abs=1e-5)
+    assert float(fees.to_emitters) == pytest.approx(2.5, abs=1e-5)
+
+
+def test_settlement_without_a_tax_moves_only_payments_and_costs():
+    """No tax (None): agent j gets T_j − tc_e,j − Σ over the bargains that harm it of (p + tc_v), by a plain loop
+    over the ring's neighbours; the totals hold no tax. Kills mutants of the no-tax branches."""
+    graph, (t, p, tc_e, tc_v, _), (d, outflow, flows) = _settle(False, with_tax=False)
+    nbrs = np.asarray(graph.neighbours())
+    paid = np.zeros(5)
+    for i in range(5):
+        for s in range(2):
+            paid[nbrs[i, s]] += p[s, i] + tc_v[s, i]
+    np.testing.assert_allclose(np.asarray(outflow), paid, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(d), t - tc_e - paid, atol=1e-6)
+    assert float(flows.tax_paid) == 0.0 and float(flows.tax_recycled) == 0.0
+    assert float(flows.gross) == pytest.approx(6.5 + 6.5 + 0.45, abs=1e-5)
+
+
+@pytest.mark.parametrize("tax_to_victims", [False, True])
+def test_victims_outflow_is_net_of_their_tax_credits(tax_to_victims):
+    """``victim_outflow`` is what each agent paid as a victim, less the τ x_i / k credits it got as i's victim
+    (none under lump-sum recycling, which credits Σ τx / N = 0.75 to every agent in its wealth instead)."""
+    graph, (t, p, tc_e, tc_v, tax), (d, outflow, _) = _settle(tax_to_victims)
+    nbrs = np.asarray(graph.neighbours())
+    paid = np.zeros(5)
+    for i in range(5):
+        for s in range(2):
+            paid[nbrs[i, s]] += p[s, i] + tc_v[s, i] - (tax[i] / 2 if tax_to_victims else 0.0)
+    np.testing.assert_allclose(np.asarray(outflow), paid, atol=1e-6)
+    lump = 0.0 if tax_to_victims else 0.75
+    np.testing.assert_allclose(np.asarray(d), t - tc_e - tax - paid + lump, atol=1e-6)
+
+
+def test_accounted_change_and_the_conservation_residual():
+    """``accounted = ΣT − Σp − costs − tax + recycled − fees``: with totals 1, 2, 4, 8, 16, 32 it is −29 (each
+    flow's sign shows); the relative residual of a stored change s is |s − accounted| / gross, and the scale has a
+    floor of 1e-30 (no division by zero when nothing moved)."""
+    from coasejax.envs.accounting import accounted_change, conservation
+
+    assert accounted_change(1.0, 2.0, 4.0, 8.0, 16.0, 32.0) == -29.0
+    flows = {"to_emitters": 1.0, "from_victims": 2.0, "transaction_costs": 4.0, "tax_paid": 8.0, "tax_recycled": 16.0,
+             "fees": 32.0, "gross": 63.0}
+    assert conservation(-29.0, flows) == 0.0
+    assert conservation(-26.0, flows) == pytest.approx(3.0 / 63.0, rel=1e-12)
+    assert conservation(-32.0, flows) == pytest.approx(3.0 / 63.0, rel=1e-12)
+    still = dict.fromkeys(flows, 0.0)
+    assert conservation(0.0, still) == 0.0
+    assert math.isclose(conservation(1e-31, still), 0.1, rel_tol=1e-9)
