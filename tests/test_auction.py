@@ -203,6 +203,32 @@ def test_value_dist_syntax():
 # Learned bidding (the must-show cases; full-budget runs of every preset: scripts/train_auctions.sh)
 # ----------------------------------------------------------------------------------------------------------------------
 
+def start_distance(cfg, k=1 << 16):
+    """The bne_rmse of the policy's start (``policy.init_scale`` · v, or · v G(v) in the all-pay auction; truthful
+    bids in the first-price preset), exactly: the root mean square of ``b₀(v) − β(v)`` over values
+    ``v ≥ max(v*, train.bne_min_value)`` from F (midpoint quadrature in F, ``k`` points; β the closed form)."""
+    from coasejax.eval.equilibrium import participation_threshold
+
+    p = auction.AuctionParams.from_config(cfg.env)
+    a, n, r = float(p.power), p.n_roles, float(p.reserve)
+    v_min = max(participation_threshold(p.format, n, a, r), cfg.train.bne_min_value)
+    v = (v_min**a + (1 - v_min**a) * (np.arange(k) + 0.5) / k) ** (1 / a)
+    beta = np.asarray(equilibrium_bid(p, jnp.asarray(v, jnp.float32)), np.float64)
+    start = cfg.policy.init_scale * v * (v ** (a * (n - 1)) if p.format == "all_pay" else 1.0)
+    return float(np.sqrt(np.mean((start - beta) ** 2)))
+
+
+def rmse_bound(cfg, target=0.02):
+    """The bne_rmse a learned policy must reach: the target 0.02, and less than half its start's distance from the
+    equilibrium, so that (triangle inequality) the learned bids are closer to the equilibrium than to where they
+    started, and the start itself fails. That matters at n = 10, F(v) = v⁴, reserve 0.2: truthful bids, the
+    first-price preset's start, are only 0.022 from the equilibrium's 36/37 of the value, so 0.02 alone let them
+    pass (the utility loss does not: truthful bidding earns 0, a relative loss of 1). A start at the equilibrium
+    (the all-pay preset, n = 2, uniform) keeps the target: there the test checks that ES stays."""
+    d = start_distance(cfg)
+    return target if d < 1e-6 else min(target, d / 2)
+
+
 MUST_SHOW = [
     ("auction_first_price", [], 0.02),
     ("auction_first_price", ["env.n_bidders=5"], 0.02),
@@ -214,10 +240,13 @@ MUST_SHOW = [
 
 @pytest.mark.parametrize("preset,sets,rmse", MUST_SHOW, ids=["fp_n2", "fp_n5", "sp_n3", "allpay_n2", "double_k05"])
 def test_learned_bids_recover_equilibrium(preset, sets, rmse, tmp_path: Path):
-    """bne_rmse ≤ 0.02 (where known) and utility_loss_rel ≤ 0.01, in under 2 minutes of training (presets at a
+    """bne_rmse ≤ 0.02 (where known; and under half the start's distance from the equilibrium, :func:`rmse_bound`)
+    and utility_loss_rel ≤ 0.01, in under 2 minutes of training (presets at a
     reduced budget of 500 iterations, the double auction 300 with half the population; the presets' full budgets
     are recorded in BENCHMARKS.md ("Training")). The second-price
-    preset starts from b = v/2, so truthful bidding is learned, not assumed."""
+    preset starts from b = v/2, so truthful bidding is learned, not assumed. The all-pay preset (n = 2, uniform)
+    starts at its equilibrium, 0.5 v G(v): there the test shows that ES stays; learning it from elsewhere is
+    ``test_learned_all_pay_across_ranges[n2_from_quarter_scale]``."""
     from coasejax.train.run import train
 
     budget = ["train.iterations=300", "train.population=128"] if preset == "auction_double" else ["train.iterations=500"]
@@ -225,7 +254,7 @@ def test_learned_bids_recover_equilibrium(preset, sets, rmse, tmp_path: Path):
     summary = train(cfg, tmp_path)
     assert summary["utility_loss_rel"] <= 0.01, summary
     if rmse is not None:
-        assert summary["bne_rmse"] <= rmse, summary
+        assert summary["bne_rmse"] <= rmse_bound(cfg, rmse), (summary, rmse_bound(cfg, rmse))
     assert summary["train_seconds"] < 120
 
 
@@ -245,12 +274,15 @@ def test_learned_first_price_across_ranges(sets, tmp_path: Path):
     the preset's earlier shading head failed (BENCHMARKS.md, "Training"): n = 10, F(v) = v⁴, where the equilibrium
     bids 36/37 of the value and the bidders' surplus is 0.003 (Adam's first steps overshot a cap b ≤ v, so the head
     has none), and large reserves, where the bid jumps to the reserve at v = r (the feature ρ = r G(r)/G(v) carries
-    that part; n = 10, F(v) = v^0.5, reserve 0.45 drifted away under a folded cap). bne_rmse ≤ 0.02 and
-    utility_loss_rel ≤ 0.01 at a reduced budget (1200 iterations, population 128)."""
+    that part; n = 10, F(v) = v^0.5, reserve 0.45 drifted away under a folded cap). bne_rmse ≤ 0.02, and under half
+    the truthful start's distance from the equilibrium (:func:`rmse_bound`: 0.011 at n = 10, F(v) = v⁴, where
+    truthful bids are 0.022 away), and utility_loss_rel ≤ 0.01 at a reduced budget (1200 iterations, population
+    128)."""
     from coasejax.train.run import train
 
-    summary = train(load_config("auction_first_price", [*sets, *FIRST_PRICE_BUDGET]), tmp_path)
-    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= 0.02, summary
+    cfg = load_config("auction_first_price", [*sets, *FIRST_PRICE_BUDGET])
+    summary = train(cfg, tmp_path)
+    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= rmse_bound(cfg), (summary, rmse_bound(cfg))
 
 
 ALL_PAY_BUDGET = ["train.iterations=800", "train.population=128", "checkpoint.every=0"]
@@ -266,27 +298,50 @@ def test_learned_all_pay_across_ranges(sets, tmp_path: Path):
     for large ``m = a(n − 1)``: n = 3, F(v) = v², reserve 0.1 (m = 4: bids only from v ≥ 0.63); the far corner of the
     ranges, n = 10, F(v) = v⁴, reserve 0.2 (m = 36: b ≈ 0 below v ≈ 0.96, then rising like v³⁷ to 0.98; the bidders'
     equilibrium surplus is only 0.0013); and n = 2 uniform from ``b = 0.25 v²`` (the preset's own start, 0.5 v², is
-    that case's equilibrium). The preset (``policy.win_prob``: a bid-space skip on ``[r, v, v G(v), r G(r)/G(v)]``) learns each
-    to bne_rmse ≤ 0.02 and utility_loss_rel ≤ 0.01 at a reduced budget (800 iterations, population 128; the preset's
+    that case's equilibrium). The preset (``policy.win_prob``: a bid-space skip on ``[r, v, v G(v), r G(r)/G(v)]``)
+    learns each to bne_rmse ≤ :func:`rmse_bound` (0.02 here) and utility_loss_rel ≤ 0.01 at a reduced budget (800 iterations, population 128; the preset's
     full budget is recorded in BENCHMARKS.md, "Training")."""
     from coasejax.train.run import train
 
-    summary = train(load_config("auction_all_pay", [*sets, *ALL_PAY_BUDGET]), tmp_path)
-    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= 0.02, summary
+    cfg = load_config("auction_all_pay", [*sets, *ALL_PAY_BUDGET])
+    summary = train(cfg, tmp_path)
+    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= rmse_bound(cfg), (summary, rmse_bound(cfg))
 
 
 def test_utility_loss_rel_is_guarded_when_best_response_earns_nothing():
-    """Truthful bids in an all-pay auction with n = 3, F(v) = v²: the best response earns ≈ 0, and the relative loss is
-    the absolute loss over the 10⁻³ floor (finite, hundreds), not ~10¹¹."""
+    """Truthful bids in an all-pay auction with n = 3, F(v) = v²: against truthful rivals (highest rival value
+    ``G(b) = b⁴``) any bid b > 0 earns ``v b⁴ − b < 0``, so the best response bids 0 and earns exactly 0, and the
+    relative loss is the absolute loss over the 10⁻³ floor: ``−u/10⁻³`` (hundreds, not ~10¹¹). The truthful utility is
+    ``E[v⁵ − v] = 2(1/7 − 1/3) = −8/21`` under the density 2v; 4 standard errors: sd(v⁵ − v) = sqrt(1/6 − (8/21)²)
+    = 0.147 over sqrt(256) values, and at most 0.5/sqrt(4096) from the opponent sample (v ≤ 1, P(1 − P) ≤ ¼)."""
     from coasejax.config import load_config as lc
-    from coasejax.train.auction_game import auction_game
     from coasejax.train import es
+    from coasejax.train.auction_game import auction_game
 
     cfg = lc("auction_all_pay", ["env.n_bidders=3", "env.value_dist=power:2", "policy.output=linear",
                                  "policy.win_prob=false", "policy.init_scale=1", "train.eval_values=256",
                                  "train.eval_opponents=4096", "train.eval_grid=64"])
     game = auction_game(cfg)
     state = es.init(game, cfg.train, KEY)
-    m = game.metrics(KEY, state.params)
-    assert float(m["utility"]) < -0.1
-    assert 10.0 < float(m["utility_loss_rel"]) < 1000.0, m
+    m = {k: float(x) for k, x in jax.jit(game.metrics)(KEY, state.params).items()}
+    se = np.hypot(np.sqrt(1 / 6 - (8 / 21) ** 2) / np.sqrt(256), 0.5 / np.sqrt(4096))
+    assert abs(m["utility"] + 8 / 21) < 4 * se, (m, se)
+    assert m["utility_loss_rel"] == pytest.approx(-m["utility"] / 1e-3, rel=1e-5), m
+
+
+def test_the_start_fails_the_learned_bounds_at_n10_power4():
+    """Control for :func:`rmse_bound`: truthful bidding, the first-price preset's start, measured at n = 10,
+    F(v) = v⁴, reserve 0.2, fails both bounds of the learned tests: its bne_rmse, measured at 1024 values, is its
+    quadrature value 0.022 within 4 standard errors (the bid error v − β(v) lies in [0, 1/37], so sd(d²) ≤ 0.03²/2
+    and SE(rmse) ≤ 0.00045/sqrt(1024)/(2 · 0.022) = 3.2·10⁻⁴), 0.011 above the bound (half of it), and its utility
+    loss is 1 (it earns nothing; the equilibrium 0.003)."""
+    from coasejax.train import es
+    from coasejax.train.auction_game import auction_game
+
+    cfg = load_config("auction_first_price", ["env.n_bidders=10", "env.value_dist=power:4", "env.reserve_price=0.2",
+                                              *FIRST_PRICE_BUDGET, "train.eval_values=1024",
+                                              "train.eval_opponents=16384", "train.eval_grid=32"])
+    game = auction_game(cfg)
+    m = {k: float(x) for k, x in jax.jit(game.metrics)(KEY, es.init(game, cfg.train, KEY).params).items()}
+    assert m["bne_rmse"] == pytest.approx(start_distance(cfg), abs=4 * 3.2e-4), m
+    assert m["bne_rmse"] > rmse_bound(cfg) and m["utility_loss_rel"] > 0.01, (m, rmse_bound(cfg))
