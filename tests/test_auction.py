@@ -299,8 +299,8 @@ def test_learned_all_pay_across_ranges(sets, tmp_path: Path):
     ranges, n = 10, F(v) = v⁴, reserve 0.2 (m = 36: b ≈ 0 below v ≈ 0.96, then rising like v³⁷ to 0.98; the bidders'
     equilibrium surplus is only 0.0013); and n = 2 uniform from ``b = 0.25 v²`` (the preset's own start, 0.5 v², is
     that case's equilibrium). The preset (``policy.win_prob``: a bid-space skip on ``[r, v, v G(v), r G(r)/G(v)]``)
-    learns each to bne_rmse ≤ :func:`rmse_bound` (0.02 here) and utility_loss_rel ≤ 0.01 at a reduced budget (800 iterations, population 128; the preset's
-    full budget is recorded in BENCHMARKS.md, "Training")."""
+    learns each to bne_rmse ≤ :func:`rmse_bound` (0.02 here) and utility_loss_rel ≤ 0.01 at a reduced budget (800
+    iterations, population 128; the preset's full budget is recorded in BENCHMARKS.md, "Training")."""
     from coasejax.train.run import train
 
     cfg = load_config("auction_all_pay", [*sets, *ALL_PAY_BUDGET])
