@@ -109,8 +109,25 @@ def test_resume_with_a_different_config_names_the_keys(tmp_path):
     assert r.returncode == 2 and "--resume" in r.stderr
 
 
+def _perturbed(states, seed: int):
+    """``states`` with every float leaf moved by fresh normal noise and the step set to 123 (so a restore that quietly
+    returns its template, or the initial values, cannot pass)."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+
+    def move(x):
+        x = np.asarray(x)
+        return jnp.asarray(x + rng.normal(size=x.shape).astype(x.dtype)) if x.dtype.kind == "f" else jnp.asarray(x)
+
+    return states._replace(**{k: jax.tree.map(move, v) for k, v in states._asdict().items() if k != "step"},
+                           step=jnp.full_like(states.step, 123))
+
+
 def test_checkpoint_holds_params_optimiser_rng_step_and_config(tmp_path):
-    from coasejax.train.run import train
+    import jax
+    from coasejax.train.run import Trainer, make_algo, resolved, train
 
     cfg = load_config("auction_double", [*SMALL, "train.iterations=50"])
     train(cfg, tmp_path)
@@ -123,3 +140,72 @@ def test_checkpoint_holds_params_optimiser_rng_step_and_config(tmp_path):
     assert int(np.asarray(state["step"]).reshape(-1)[0]) == 50
     saved = ckpt.saved_config(mngr, 50)
     assert saved["env"]["auction"] == "double" and saved["train"]["iterations"] == 50
+    assert saved == resolved(cfg)
+
+    # save and restore: every leaf comes back equal, in structure, dtype and value; config and metadata too
+    template = Trainer(cfg, make_algo(cfg)).algo.init_states()
+    states = _perturbed(template, seed=0)
+    config, meta = resolved(cfg), ckpt.metadata(cfg, resolved(cfg))
+    rt = ckpt.manager(tmp_path / "roundtrip")
+    ckpt.save(rt, 7, states, config, {"bne_rmse": 0.5}, meta)
+    back = ckpt.restore(ckpt.manager(tmp_path / "roundtrip", read_only=True), 7, template)
+    assert type(back) is type(states)
+    want, got = jax.tree.leaves(states), jax.tree.leaves(back)
+    assert jax.tree.structure(back) == jax.tree.structure(states) and len(want) == len(got) > 3
+    for a, b in zip(want, got):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not all(np.array_equal(np.asarray(a), np.asarray(t)) for a, t in zip(want, jax.tree.leaves(template)))
+    assert ckpt.saved_config(rt, 7) == config and ckpt.saved_meta(rt, 7) == meta
+
+
+#: ``python -c DEVICES MODE DIR``: under however many (forced host) devices the process has, put a perturbed training
+#: state replicated over all of them and save it (MODE save), or restore the other process's checkpoint onto a template
+#: replicated over this process's devices and check it against the saved values (MODE restore)
+DEVICES = """
+import sys
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from pathlib import Path
+from coasejax import checkpoint as ckpt
+from coasejax.config import load_config
+from coasejax.train.run import Trainer, make_algo, resolved
+from tests.test_checkpoint import SMALL, _perturbed
+mode, out = sys.argv[1], Path(sys.argv[2])
+cfg = load_config("auction_double", SMALL)
+everywhere = NamedSharding(Mesh(np.asarray(jax.devices()), ("d",)), PartitionSpec())
+template = jax.device_put(Trainer(cfg, make_algo(cfg)).algo.init_states(), everywhere)
+if mode == "save":
+    states = jax.device_put(_perturbed(template, seed=len(jax.devices())), everywhere)
+    ckpt.save(ckpt.manager(out / "checkpoints"), 7, states, resolved(cfg))
+    np.savez(out / "leaves.npz", *[np.asarray(x) for x in jax.tree.leaves(states)])
+else:
+    back = ckpt.restore(ckpt.manager(out / "checkpoints", read_only=True), 7, template)
+    saved = np.load(out / "leaves.npz")
+    leaves = jax.tree.leaves(back)
+    assert len(leaves) == len(saved.files)
+    for i, x in enumerate(leaves):
+        assert len(x.sharding.device_set) == len(jax.devices()), x.sharding
+        np.testing.assert_array_equal(np.asarray(x), saved[f"arr_{i}"])
+print("devices", len(jax.devices()))
+"""
+
+
+def test_a_checkpoint_restores_onto_another_number_of_devices(tmp_path):
+    """Saved under 1 device and restored under 4 forced host devices, and the other way round: every leaf equal to
+    what was saved, placed on the restoring process's devices."""
+    root = Path(__file__).resolve().parents[1]
+
+    def under(devices: int, *args):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+               "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+        r = subprocess.run([sys.executable, "-c", DEVICES, *args], capture_output=True, text=True, env=env,
+                           cwd=root, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.split()[-1] == str(devices), r.stdout
+
+    for save_on, restore_on in ((1, 4), (4, 1)):
+        run = tmp_path / f"{save_on}to{restore_on}"
+        run.mkdir()
+        under(save_on, "save", str(run))
+        under(restore_on, "restore", str(run))
