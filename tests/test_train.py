@@ -150,15 +150,22 @@ COASE = ["train.iterations=300", "checkpoint.every=0", "train.eval_values=1024"]
 
 def test_lindahl_advocates_learn_to_free_ride_more_as_victims_grow(tmp_path):
     """Lindahl contributions, emitter's right, k ∈ {1, 2, 4, 8}: the learned report/true-harm ratio is 1/2 for a lone
-    victim (its best reply p = w c/2 against a price-taking emitter) and falls as victims per emitter grow."""
+    victim and falls as victims per emitter grow. A lone victim paying p per unit for abatement A = p gains
+    (w c − p) p, best at p = w c/2; at p = s w c its gain is 4s(1 − s) of that best, so a relative utility loss of at
+    most 1% (the learned tests' criterion) means |s − ½| ≤ 0.05; the abatement s w c then realises 1 − (1 − s)² of
+    the first-best gain (interior bargains), an efficiency in [1 − 0.55², 1 − 0.45²] around the equilibrium's 3/4
+    (:func:`coasejax.mechanisms.lindahl.free_riding_efficiency`). For k > 1 no closed form of the incomplete-information
+    equilibrium is at hand (1/(k + 1) with identical, known harms): the ratios must fall by 0.02 from one k to the
+    next, end below 0.3, and efficiency fall with them (thresholds of the test, not derived)."""
     from coasejax.train.run import train
 
     s = train(load_config("coase_es", COASE), tmp_path)
     ratios = [s[f"report_ratio_k{k}"] for k in (1, 2, 4, 8)]
-    assert abs(ratios[0] - 0.5) < 0.05, ratios
+    assert abs(ratios[0] - 0.5) <= 0.05, ratios
     assert all(a > b + 0.02 for a, b in zip(ratios, ratios[1:])), ratios
     assert ratios[-1] < 0.3, ratios
-    assert s["efficiency_k8"] < s["efficiency_k1"] < 0.9
+    assert 1 - 0.55**2 <= s["efficiency_k1"] <= 1 - 0.45**2, s
+    assert s["efficiency_k8"] < s["efficiency_k1"], s
 
 
 def test_clarke_advocates_learn_to_report_truthfully(tmp_path):
