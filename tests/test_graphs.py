@@ -20,13 +20,13 @@ def test_every_slot_is_a_permutation(kind, k):
     assert np.all(nbr != np.arange(n)[:, None])  # no emitter harms itself, small-world graphs included
 
 
-@pytest.mark.parametrize("n,k,p", [(50, 4, 1.0), (7, 6, 1.0), (600, 6, 0.3)])
+@pytest.mark.parametrize("n,k,p", [(50, 4, 1.0), (7, 6, 1.0)])
 def test_rewiring_never_makes_a_self_loop(n, k, p):
     """A random cycle over the rewired emitters hands about one emitter per slot its own index (emitter i takes the
-    ring target of i − offset): ~1 self-loop per slot before they are swapped away, so over 20 seeds × k slots an
-    unfixed rewiring fails here with probability ≈ 1. After the swaps: no self-loops, every slot a permutation, and
-    ``rev`` inverts ``nbr`` slot by slot."""
-    for seed in range(20):
+    ring target of i − offset; each of the m members with probability 1/(m − 1)): ~1 self-loop per slot before they
+    are swapped away, so over 5 seeds × k slots an unfixed rewiring passes here with probability ≈ e^(−5k) < 1e-8.
+    After the swaps: no self-loops, every slot a permutation, and ``rev`` inverts ``nbr`` slot by slot."""
+    for seed in range(5):
         g = make_graph("small_world", n, k, seed=seed, rewire=p)
         nbr, rev = g.neighbours(), np.asarray(g.rev)
         assert not np.any(nbr == np.arange(n)[:, None]), seed
