@@ -170,7 +170,9 @@ def test_lindahl_advocates_learn_to_free_ride_more_as_victims_grow(tmp_path):
 
 def test_clarke_advocates_learn_to_report_truthfully(tmp_path):
     """Clarke pivot: truth is dominant. Starting from reports at 60% of the true harm, advocates learn ratio 1 ± 0.05
-    for every k, and efficiency returns to 1."""
+    for every k, and efficiency returns to 1: reports at s times the harms abate s times the first-best amount, which
+    realises 1 − (1 − s)² of the first-best gain (interior bargains), so the ratio band implies an efficiency of at
+    least 1 − 0.05² = 0.9975 (asserted: > 0.99); the utility loss ≤ 1% is the learned tests' criterion."""
     from coasejax.train.run import train
 
     s = train(load_config("coase_es", [*COASE, "mechanism.kind=clarke", "policy.init_scale=0.6"]), tmp_path)
