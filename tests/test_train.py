@@ -182,9 +182,9 @@ def test_clarke_advocates_learn_to_report_truthfully(tmp_path):
 
 
 def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):
-    """With the ``tensorboard`` package installed (``pip install 'coasejax[tensorboard]'``), ``OUT/tb/`` holds an event
-    file whose scalars are the numbers of ``metrics.jsonl``: every tag, every step, to float32 precision."""
-    pytest.importorskip("tensorboard")
+    """With the ``tensorboard`` package installed (in the ``[test]`` extras; ``pip install 'coasejax[tensorboard]'``),
+    ``OUT/tb/`` holds an event file whose scalars are the numbers of ``metrics.jsonl``: every tag, every step, to
+    float32 precision. Not skipped without the package: a missing extra fails here."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from coasejax.train.run import train
