@@ -306,12 +306,9 @@ def test_code_of_conduct_bounds_reports():
     and victims ĉ = 0.5c, so the reported first best 3 − 0.25 lies above x_sq = 2: no deal, activity 2. A code of
     conduct d < 0.5 binds every report to â = a(1 + d), ĉ = c(1 − d): x̂ = 1.5 + 2.5d, capped at x_sq = 2. So
     d = 0, 0.1, 0.2, 0.3 give activity 1.5, 1.75, 2, 2 and efficiency 1, 0.75, 0, 0 (W(x) = 2x − x²/2 − 0.5x).
-    Exact up to float32 (rel 1e-5, abs 1e-5)."""
+    Exact up to float32 (rel 1e-5, abs 1e-5). (Without a code, activity 2: the selfish run of the altruism test.)"""
     rows = sweep({"providers.conduct": [0.0, 0.1, 0.2, 0.3]}, advocates__strategy="shade", advocates__shade=0.5,
                  mechanism__kind="nash", sim__rounds=2, **SAME)
-    free = simulate(make_cfg(advocates__strategy="shade", advocates__shade=0.5, mechanism__kind="nash", sim__rounds=2,
-                             **SAME))
-    assert free["mean_activity"] == pytest.approx(2.0, rel=1e-5) and free["deal_rate"] == 0.0
     for row, d in zip(rows, (0.0, 0.1, 0.2, 0.3)):
         x = min(1.5 + 2.5 * d, 2.0)
         assert row["mean_activity"] == pytest.approx(x, rel=1e-5), d
@@ -345,13 +342,15 @@ def test_no_victim_accepts_harm_above_its_red_line(run):
     s = run(mechanism__kind="nash", state__rights="victim", individual__red_line="uniform:0:0.5", sim__rounds=3)
     assert s["red_line_excess"] is not None and s["red_line_excess"] <= 1e-5
     # the red line binds in bargain i iff x̂ = clip(a − C, 0, 10) exceeds min_j r_j/(w c_j) (victim's right): its
-    # probability p from an independent draw of 10⁶ bargains. The engine's 2000 bargains are dependent only within
-    # ring distance 4 (shared victims), so the SE of their share is at most √9·sqrt(p(1 − p)/2000); allow 4 of those
-    rng = np.random.default_rng(0)
-    a, c, r = rng.uniform(1, 3, 10**6), rng.uniform(0, 2, (10**6, 4)), rng.uniform(0, 0.5, (10**6, 4))
+    # probability p from an independent draw of 2·10⁵ bargains (SE ≤ 0.0012). The engine's 2000 bargains are
+    # dependent only within ring distance 4 (shared victims), so the SE of their share is at most
+    # √9·sqrt(p(1 − p)/2000); allow 4 of each
+    rng, draws = np.random.default_rng(0), 200_000
+    a, c, r = rng.uniform(1, 3, draws), rng.uniform(0, 2, (draws, 4)), rng.uniform(0, 0.5, (draws, 4))
     limit = np.min(np.where(c > 0, r / (0.25 * np.where(c > 0, c, 1.0)), np.inf), axis=1)
     p = np.mean(np.clip(a - 0.25 * c.sum(axis=1), 0, 10) > limit)
-    assert s["layer_binding"]["individual"]["red_line"] == pytest.approx(p, abs=4 * 3 * np.sqrt(p * (1 - p) / 2000))
+    se = 3 * np.sqrt(p * (1 - p) / 2000) + np.sqrt(p * (1 - p) / draws)
+    assert s["layer_binding"]["individual"]["red_line"] == pytest.approx(p, abs=4 * se)
     plain = run(mechanism__kind="nash", state__rights="victim", sim__rounds=3)
     assert s["mean_activity"] < plain["mean_activity"]
 
