@@ -667,7 +667,8 @@ def simulate_reference(cfg: Config, env: int = 0) -> dict:
         if use_tax and not tax_to_victims:  # lump-sum recycling: equally to every agent
             for j in range(n):
                 d_wealth[j] += tax_total / n
-                flows[j] += tax_total / n
+                # the engine's float32 sum of the revenue carries up to N u·revenue, u·revenue per agent's share
+                flows[j] += tax_total
 
         # provider fees: a share of the realised gain and a flat fee, never beyond what the client has left
         fee = [0.0] * n

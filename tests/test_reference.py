@@ -200,7 +200,12 @@ def test_reference_rejects_what_it_does_not_model(mechanism, extra, match):
 #   the sum of the absolute values of its terms over agents and rounds, which the reference reports (``scale``).
 # * an agent's wealth is its initial wealth plus, each round, a float32 sum of at most k + 5 flows (as emitter, as
 #   each victim, the tax and its recycling, the fee), each within 16 u of its bargain's scale: it may differ by
-#   64 u · (|m_0| + Σ (|flow| + scale)), the reference's ``wealth_scale`` (a factor 4 over 16 u for the k + 5 adds).
+#   64 u · (|m_0| + Σ (|flow| + scale)), the reference's ``wealth_scale`` (a factor 4 over 16 u for the k + 5 adds;
+#   a lump-sum share counts the whole revenue, whose float32 sum carries N u · revenue, u · revenue per share; a fee
+#   counts its share of the flows its gain is made of).
+# * random draws are the engine's (enforcement, drift, switching words; assurance pledge uniforms), taken by the
+#   documented rules with the keys of ``simulate.build`` and ``coase.rollout``: the reference shares the draws and
+#   nothing they decide.
 # * discrete decisions (attempts, vetoes, pledges, deal counts, providers chosen) must agree exactly; a setting in
 #   which some decision lies within float32 rounding of its threshold (``near_ties``, relative window 1e-6, about 16
 #   roundings) may go either way in the engine, and a flipped decision moves whole payments, so such a setting is
