@@ -1,11 +1,13 @@
 """Cross-check of the vectorised JAX engine against the plain-Python reference (:mod:`coasejax.reference`).
 
-Both run the same graph and population; every mechanism × rights regime × strategy × graph × transaction-cost case
-must give the same totals and the same final wealth of every agent (up to float32 rounding in the engine).
+Both run the same graph, population and random draws; every mechanism × rights regime × strategy × transaction-cost
+case, and a few hundred generated settings of the rule layers, providers and fees, enforcement, drift and assurance
+contracts, must give the same totals, the same deal and attempt counts and the same final wealth (and provider) of
+every agent, within float32 tolerances derived below (above ``GENERATED_TOTALS``).
 
-Compiling the engine costs about a second per config, so the engine is compiled once per combination of its static
-choices (mechanism, strategy, graph, horizon, first mover) and re-run with the traced parameters of each case (rights,
-transaction costs, shade): exactly what a parameter sweep does.
+Compiling the engine costs a few seconds per config, so the engine is compiled once per combination of its static
+choices (mechanism and protocols, strategy, graph, horizon, first mover, which layers are on) and re-run with the
+traced parameters, populations and keys of each case: exactly what a parameter sweep does.
 """
 
 from __future__ import annotations
