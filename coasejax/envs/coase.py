@@ -472,6 +472,8 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
             to_emitter = to_emitter - slot_sum(refund)
             refunds = jnp.sum(refund)
         g_e = jnp.where(honoured, g_e, -tc_emitter)  # realised gain: a breached deal only costs (victims: see below)
+        if "assurance" in kinds:  # ... and a failed contract's bonuses, which the emitter paid
+            g_e = g_e - slot_sum(refund)
         red_excess = jnp.float32(-jnp.inf)
         if indiv.red_line is not None:
             harm_over = params.w * c_nb * x - graph.out(indiv.red_line)
