@@ -83,6 +83,24 @@ def test_mechanisms_without_contracts_owe_no_refunds(mech):
     assert out.refund is None
 
 
+# -- the Clarke pivot's deficit -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("emitter_right,expected", [(True, -1.859375), (False, -12.5)])
+def test_clarke_deficit_by_hand(emitter_right, expected):
+    """a = 4, harms w c_s = 1/8, 1/4, 3/8, 3/4 (C = 3/2, x* = 5/2), truthful. Emitter's right: the victims' pivot
+    taxes Σ (w c_s)²/2 = 25/64 against the emitter's C² = 9/4, net −119/64 = −1.859375. Victim's right: the emitter
+    pays C x* = 15/4; victim s receives B(x*) − (C − w c_s) x* = 25/8 + 5 w c_s / 2, 65/4 in all; net −25/2. Both the
+    closed-form helper and the mechanism's own payments (Σ p − T) must give these (float32: rtol 1e-5). Kills the
+    operand mutants of ``clarke_net_intake_closed_form``."""
+    from coasejax.mechanisms.clarke import clarke_net_intake_closed_form
+
+    harms = [0.125, 0.25, 0.375, 0.75]
+    assert clarke_net_intake_closed_form(4.0, harms, emitter_right) == pytest.approx(expected, rel=1e-12)
+    c = np.array(harms)[:, None] / W
+    out = MECHANISMS["clarke"](bargain([4.0], c, emitter_right), terms(emitter_right))
+    net = float(np.asarray(out.from_victims).sum() - np.asarray(out.to_emitter).sum())
+    assert net == pytest.approx(expected, rel=1e-5)
+
+
 # -- assurance contracts -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k,theta,m", [(10, 0.6, 6), (4, 1.0, 4), (5, 0.5, 3), (4, 0.75, 3), (4, 0.0, 1)])
 def test_pledges_needed_are_the_ceiling_of_the_threshold_share(k, theta, m):
