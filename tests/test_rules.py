@@ -123,25 +123,21 @@ def _one_round(cfg):
     return state0, state1, sim.graph
 
 
-@pytest.mark.parametrize("rule", ["budget_share", "budget_rule"])
-def test_outlays_stay_within_the_budget_agent_by_agent(rule):
+def test_outlays_stay_within_the_budget_agent_by_agent():
     """Victim's right, truthful Nash, no costs: each emitter would pay its victims the closed form
     P = C(a − C) + (1 − β)(a − C)²/2 for permission to act at a − C (victims are paid, never pay). A bargain may
-    commit at most b·m/(k + 1) of a party's wealth m (``individual.budget_share`` b, or the state's budget rule with
-    b = 1), so the deal is vetoed iff P > b·m/(k + 1). The engine's wealth after one round must equal, agent by agent,
-    an independent float64 reference: m − P·[deal] + Σ over the emitters that harm it of its harm share of their P
-    (minus, with the budget rule, a flat fee of 0.05 taken only out of what is left). Tolerance 1e-4 absolute: float32
+    commit at most m/(k + 1) of a party's wealth m under the state's budget rule, narrowed to b·m/(k + 1) by
+    ``individual.budget_share`` b, so the deal is vetoed iff P > b·m/(k + 1). The engine's wealth after one round must
+    equal, agent by agent, an independent float64 reference: m − P·[deal] + Σ over the emitters that harm it of its
+    harm share of their P, minus a flat fee of 0.05 taken only out of what is left. Tolerance 1e-4 absolute: float32
     rounding of wealth ≤ 20 (~2e-6) and of P. Emitters within 1e-4 relative of their veto edge are left out with their
-    victims (float32 may decide them either way). Every outlay is then within the budget, and wealth never falls by
-    more than b·m."""
-    over = dict(mechanism__kind="nash", state__rights="victim", population__wealth="uniform:0:20", sim__rounds=1)
-    if rule == "budget_share":
-        over["individual__budget_share"] = "uniform:0.1:1"
-    else:
-        over.update(state__budget_rule="true", providers__fee_flat=0.05)
-    s0, s1, graph = _one_round(make_cfg(**over))
+    victims (float32 may decide them either way). Every outlay is then within the budget, nobody loses more than one
+    bargain's allowance plus the fee, and everyone stays solvent."""
+    s0, s1, graph = _one_round(make_cfg(mechanism__kind="nash", state__rights="victim", sim__rounds=1,
+                                        population__wealth="uniform:0:20", individual__budget_share="uniform:0.1:1",
+                                        state__budget_rule="true", providers__fee_flat=0.05))
     a, c, m = (np.asarray(v[0], np.float64) for v in (s0.pop.a, s0.pop.c, s0.pop.wealth))
-    b = np.asarray(s0.indiv.budget_share[0], np.float64) if rule == "budget_share" else np.ones_like(m)
+    b = np.asarray(s0.indiv.budget_share[0], np.float64)
     nbr = graph.neighbours()  # [N, k]
     k, n = nbr.shape[1], nbr.shape[0]
     cost = 0.25 * c[nbr].sum(axis=1)  # C_i = w Σ c_j, w = 1/k
@@ -153,8 +149,7 @@ def test_outlays_stay_within_the_budget_agent_by_agent(rule):
     received = np.zeros(n)
     np.add.at(received, nbr.ravel(), (np.where(deal, pay, 0.0)[:, None] * share).ravel())
     expected = m - np.where(deal, pay, 0.0) + received
-    if rule == "budget_rule":
-        expected = expected - np.minimum(0.05, np.maximum(expected, 0.0))
+    expected = expected - np.minimum(0.05, np.maximum(expected, 0.0))  # the flat fee, out of what is left
     edge = (gap > 0) & (np.abs(pay - room) <= 1e-4 * np.maximum(room, 1e-6))
     unsure = np.zeros(n, bool)
     unsure[np.flatnonzero(edge)] = True
@@ -164,10 +159,8 @@ def test_outlays_stay_within_the_budget_agent_by_agent(rule):
     m1 = np.asarray(s1.pop.wealth[0], np.float64)
     np.testing.assert_allclose(m1[~unsure], expected[~unsure], rtol=0, atol=1e-4)
     assert np.all(np.where(deal, pay, 0.0) <= room + 1e-12)
-    if rule == "budget_share":  # only emitters pay: nobody loses more than one bargain's allowance b·m/(k + 1)
-        assert np.all(m1[~unsure] >= m[~unsure] - room[~unsure] - 1e-4)
-    else:  # fees come out of what is left: everyone stays solvent
-        assert np.all(m1 >= -1e-4)
+    assert np.all(m1[~unsure] >= m[~unsure] - room[~unsure] - 0.05 - 1e-4)  # only emitters pay, then the fee
+    assert np.all(m1 >= -1e-4)  # fees come out of what is left: everyone stays solvent
 
 
 # ---------------------------------------------------------------------------------------------------------------------
