@@ -311,3 +311,56 @@ def test_accounted_change_and_the_conservation_residual():
     still = dict.fromkeys(flows, 0.0)
     assert conservation(0.0, still) == 0.0
     assert math.isclose(conservation(1e-31, still), 0.1, rel_tol=1e-9)
+
+
+def test_a_victims_red_line_limits_activity_by_its_own_harm_sensitivity():
+    """Agent j accepts at most ``r_j / (w c_j)`` of an emitter's activity (harm w c_j x ≤ r_j), ∞ if harmless:
+    r = 1, w = 1/4 and c = 0.5, 1, 2, 0 give 8, 4, 2, ∞. Kills individual.py:56 (the guard ``c > 0`` → ``c > 1``,
+    which drops c from the limit of victims with c ≤ 1)."""
+    from coasejax.rules.individual import own_limit
+
+    limit = np.asarray(own_limit(F([1.0, 1.0, 1.0, 1.0]), F([0.5, 1.0, 2.0, 0.0]), F(W)))
+    np.testing.assert_allclose(limit[:3], [8.0, 4.0, 2.0], rtol=1e-6)
+    assert np.isinf(limit[3])
+
+
+def test_budget_share_narrows_each_bargains_allowance():
+    """A client with budget share b lets its advocate commit at most b m (1 − 10⁻⁵)/(k + 1) per bargain: as emitter
+    (``outlay_emitter``), as each slot's victim (``outlay_victims``, read through the graph) and, with a tax τ, as an
+    emitter acting alone (``own_activity`` ≤ that over τ). Wealth 2, 4, ..., b = 0.5, τ = 0.25, k = 4, ring N = 6.
+    Kills individual.py:71, :75 and :79 (wealth misread; ``b · allowance`` → ``b / allowance``)."""
+    n = 6
+    graph = make_graph("ring", n, K, 0)
+    wealth = 2.0 * (1 + np.arange(n))
+    share = np.full(n, 0.5)
+    allow = share * wealth * (1 - 1e-5) / (K + 1)
+    ctx = {"wealth": F(wealth), "k": K, "graph": graph, "tax": F(0.25)}
+    params = {"individual": IndividualParams(budget_share=F(share))}
+    stack = nest(INDIVIDUAL)
+    _, hi = room(stack, "outlay_emitter", params, ctx)
+    np.testing.assert_allclose(np.asarray(hi), allow, rtol=1e-6)
+    _, hi = room(stack, "outlay_victims", params, ctx)
+    np.testing.assert_allclose(np.asarray(hi), allow[np.asarray(graph.neighbours()).T], rtol=1e-6)
+    _, hi = room(stack, "own_activity", params, ctx)
+    np.testing.assert_allclose(np.asarray(hi), allow / 0.25, rtol=1e-6)
+
+
+def test_the_audit_names_the_conduct_rule_for_victims_reports_and_sees_every_slot():
+    """The audit reports, per (layer, constraint), the bargains whose actions a rule changed. The code of conduct
+    (d = 0.5) bounds a victim's report to [c (1 − d), c (1 + d)]: a report of 3 c is cut to 1.5 c and filed under
+    ("provider", "conduct"); merged over slots, a bargain counts if any slot moved, here only slot 1 of bargain 2.
+    Kills provider.py:89 (the constraint's name) and base.py:154 (the slot merge skipping slot 1)."""
+    from coasejax.rules import PROVIDER, Audit, ProviderParams
+
+    one = F([1.0])
+    pp = ProviderParams(fee=one * 0, fee_flat=one * 0, conduct=F([0.5]), shade=one * 0, skill=one * 0,
+                        switching_rate=F(0.0), inertia=F(0.0), temperature=F(1.0), memory=F(0.0), use_conduct=True)
+    c_nb = F(np.ones((K, 3)))
+    report = np.ones((K, 3))
+    report[1, 2] = 3.0
+    value, _, changed = constrain(nest(PROVIDER), "report_c", F(report), {"provider": pp},
+                                  {"c_nb": c_nb, "provider": jnp.zeros(3, jnp.int32)})
+    assert set(changed) == {("provider", "conduct")}
+    np.testing.assert_allclose(np.asarray(value)[1, 2], 1.5, rtol=1e-6)
+    audit = Audit.empty().add(changed, per_slot=True)
+    np.testing.assert_array_equal(np.asarray(audit.masks[("provider", "conduct")]), [False, False, True])
