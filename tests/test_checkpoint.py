@@ -159,9 +159,9 @@ def test_checkpoint_holds_params_optimiser_rng_step_and_config(tmp_path):
     assert ckpt.saved_config(rt, 7) == config and ckpt.saved_meta(rt, 7) == meta
 
 
-#: ``python -c DEVICES MODE DIR``: under however many (forced host) devices the process has, put a perturbed training
-#: state replicated over all of them and save it (MODE save), or restore the other process's checkpoint onto a template
-#: replicated over this process's devices and check it against the saved values (MODE restore)
+#: ``python -c DEVICES RESTORE_DIR SAVE_DIR`` (either may be "-"): under however many (forced host) devices the process
+#: has, restore another process's checkpoint onto a template replicated over this process's devices and check it
+#: against the saved values; then put a perturbed training state replicated over all of them and save it
 DEVICES = """
 import sys
 import jax, numpy as np
@@ -171,15 +171,12 @@ from coasejax import checkpoint as ckpt
 from coasejax.config import load_config
 from coasejax.train.run import Trainer, make_algo, resolved
 from tests.test_checkpoint import SMALL, _perturbed
-mode, out = sys.argv[1], Path(sys.argv[2])
+restore_dir, save_dir = sys.argv[1], sys.argv[2]
 cfg = load_config("auction_double", SMALL)
 everywhere = NamedSharding(Mesh(np.asarray(jax.devices()), ("d",)), PartitionSpec())
 template = jax.device_put(Trainer(cfg, make_algo(cfg)).algo.init_states(), everywhere)
-if mode == "save":
-    states = jax.device_put(_perturbed(template, seed=len(jax.devices())), everywhere)
-    ckpt.save(ckpt.manager(out / "checkpoints"), 7, states, resolved(cfg))
-    np.savez(out / "leaves.npz", *[np.asarray(x) for x in jax.tree.leaves(states)])
-else:
+if restore_dir != "-":
+    out = Path(restore_dir)
     back = ckpt.restore(ckpt.manager(out / "checkpoints", read_only=True), 7, template)
     saved = np.load(out / "leaves.npz")
     leaves = jax.tree.leaves(back)
@@ -187,6 +184,11 @@ else:
     for i, x in enumerate(leaves):
         assert len(x.sharding.device_set) == len(jax.devices()), x.sharding
         np.testing.assert_array_equal(np.asarray(x), saved[f"arr_{i}"])
+if save_dir != "-":
+    out = Path(save_dir)
+    states = jax.device_put(_perturbed(template, seed=len(jax.devices())), everywhere)
+    ckpt.save(ckpt.manager(out / "checkpoints"), 7, states, resolved(cfg))
+    np.savez(out / "leaves.npz", *[np.asarray(x) for x in jax.tree.leaves(states)])
 print("devices", len(jax.devices()))
 """
 
@@ -204,8 +206,9 @@ def test_a_checkpoint_restores_onto_another_number_of_devices(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout.split()[-1] == str(devices), r.stdout
 
-    for save_on, restore_on in ((1, 4), (4, 1)):
-        run = tmp_path / f"{save_on}to{restore_on}"
-        run.mkdir()
-        under(save_on, "save", str(run))
-        under(restore_on, "restore", str(run))
+    one_to_four, four_to_one = tmp_path / "1to4", tmp_path / "4to1"
+    one_to_four.mkdir()
+    four_to_one.mkdir()
+    under(1, "-", str(one_to_four))  # save under 1 device
+    under(4, str(one_to_four), str(four_to_one))  # restore under 4, save under 4
+    under(1, str(four_to_one), "-")  # restore under 1
