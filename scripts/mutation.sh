@@ -89,7 +89,9 @@ export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/mut-jaxcache}
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 cd "$WT" || exit 1
-: > "$OUT/timeouts.txt"; : > "$OUT/errors.txt"; : > "$OUT/killed_by_test_mutants.txt"
+for log in timeouts errors killed_by_test_mutants; do  # a resumed run keeps the logs of the mutants it reuses
+  if [ "${MUT_RESUME:-0}" = 1 ]; then touch "$OUT/$log.txt"; else : > "$OUT/$log.txt"; fi
+done
 where=$(python -c "import coasejax; print(coasejax.__file__)")
 case "$where" in "$WT"/*) ;; *) echo "coasejax imports from $where, not $WT" >&2; exit 1 ;; esac
 
@@ -114,7 +116,13 @@ def pre_mutation(context):
         f"bash $SELF --one {f} {context.mutation_id.line_number} {context.mutation_id.index}")
 EOF
 
-rm -f .mutmut-cache
+# MUT_RESUME=1 keeps mutmut's cache and OUTDIR's logs: mutants already tested against the same tests keep their
+# status (a run restarted with other rates, into the same OUTDIR; the summary counts only the current sample)
+if [ "${MUT_RESUME:-0}" = 1 ] && [ -f .mutmut-cache ]; then  # the skipped may be drawn this time
+  python -c "import sqlite3; db = sqlite3.connect('.mutmut-cache'); db.execute(\"update Mutant set status = 'untested' where status = 'skipped'\"); db.commit()"
+else
+  rm -f .mutmut-cache
+fi
 echo "mutating $paths in $WT at $(git rev-parse --short HEAD) (rates: mechanisms $RATE_MECH, rules $RATE_RULES," \
   "accounting $RATE_ACC; seed $SEED) at $(date -u)" \
   | tee "$OUT/mutmut.log"
@@ -123,20 +131,29 @@ mutmut run --paths-to-mutate "$paths" --tests-dir tests --runner "bash $SELF --b
 echo "finished at $(date -u)" >> "$OUT/mutmut.log"
 cp .mutmut-cache "$OUT/mutmut-cache"
 
-python - "$OUT" <<'EOF' > "$OUT/summary.txt"
-import collections, sqlite3, sys
-out = sys.argv[1]
+python - "$OUT" "$SEED" "$RATE_MECH" "$RATE_RULES" "$RATE_ACC" <<'EOF' > "$OUT/summary.txt"
+import collections, hashlib, sqlite3, sys
+out, seed = sys.argv[1], sys.argv[2]
+rates = {"coasejax/mechanisms/": float(sys.argv[3]), "coasejax/rules/": float(sys.argv[4]),
+         "coasejax/envs/": float(sys.argv[5])}
+
+
+def in_sample(f, line, idx):  # the same draw as mutmut_config.pre_mutation
+    rate = next((r for p, r in rates.items() if f.startswith(p)), 1.0)
+    return int(hashlib.sha256(f"{seed}:{f}:{line}:{idx}".encode()).hexdigest(), 16) / 2**256 < rate
+
+
 timeouts = {tuple(l.strip().split("|")) for l in open(f"{out}/timeouts.txt") if l.strip()}
 by_extra = {tuple(l.strip().split("|")) for l in open(f"{out}/killed_by_test_mutants.txt") if l.strip()}
 db = sqlite3.connect(f"{out}/mutmut-cache")
-rows = db.execute("select s.filename, l.line_number, m.\"index\", m.status, m.id from Mutant m "
+rows = db.execute("select s.filename, l.line_number, m.\"index\", m.status, m.id, l.line from Mutant m "
                   "join Line l on m.line = l.id join SourceFile s on l.sourcefile = s.id").fetchall()
 names = {"ok_killed": "killed", "ok_suspicious": "killed", "bad_survived": "survived", "bad_timeout": "timeout",
          "skipped": "skipped", "untested": "untested"}
 count = collections.defaultdict(collections.Counter)
 survivors = []
-for f, line, idx, status, pk in rows:
-    s = names.get(status, status)
+for f, line, idx, status, pk, text in rows:
+    s = names.get(status, status) if in_sample(f, text, idx) else "skipped"
     if s == "killed" and (f, str(line), str(idx)) in timeouts:
         s = "timeout"
     count[f][s] += 1
