@@ -37,7 +37,8 @@ def make_terms(cfg, k: int) -> Terms:
     return Terms(w=f(w), x_max=f(cfg.population.x_max), emitter_right=jnp.asarray(cfg.state.rights == "emitter"),
                  bargaining_power=f(cfg.mechanism.bargaining_power), discount_emitter=f(0.95),
                  discount_victims=f(0.95), per_round=zero, tc_emitter=zero, tc_victims=zero,
-                 threshold=f(cfg.mechanism.threshold), refund_bonus=f(cfg.mechanism.refund_bonus))
+                 threshold=f(cfg.mechanism.threshold), refund_bonus=f(cfg.mechanism.refund_bonus),
+                 horizon=cfg.mechanism.horizon)
 
 
 def observe(c: jax.Array, k: int) -> jax.Array:
