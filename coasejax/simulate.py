@@ -219,7 +219,8 @@ def _ratio(num: float, den: float) -> float | None:
 
 def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
               initial_wealth: np.ndarray, final_wealth: np.ndarray) -> dict:
-    """Totals are summed over agents and rounds and averaged over environments."""
+    """Totals are summed over agents and rounds and averaged over environments (``initial_wealth`` and
+    ``final_wealth``: each environment's total wealth, f64[E])."""
     n, t, e = cfg.population.n_agents, cfg.sim.rounds, cfg.sim.envs
     tot = {k: float(v.sum(axis=1).mean()) for k, v in per_round.items() if v.ndim == 2}
     w, w_star, w_sq = tot["welfare"], tot["first_best"], tot["status_quo"]
@@ -247,7 +248,9 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
         "breach_rate": _ratio(tot["attempts"] - tot["deals"], tot["attempts"]) or 0.0,
         "money_accounted": accounting.accounted_change(**{f: flows[f] for f in FLOW_METRICS if f != "gross"}),
         "money_gross": flows["gross"],
-        "money_residual_rel": accounting.conservation(wealth_change, flows),
+        "money_residual_rel": accounting.conservation(
+            wealth_change, flows, accounting.UNIT_ROUNDOFF * t * float(np.maximum(np.abs(initial_wealth),
+                                                                                np.abs(final_wealth)).mean())),
         "tax_revenue": tot["tax_revenue"],
         "tax_recycled": tot["tax_recycled"],
         "fees": tot["fees"],
