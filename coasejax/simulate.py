@@ -226,6 +226,8 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
     w, w_star, w_sq = tot["welfare"], tot["first_best"], tot["status_quo"]
     wealth_change = float((final_wealth - initial_wealth).mean())
     flows = {f: float(per_round[m].sum(axis=1).mean()) for f, m in FLOW_METRICS.items()}
+    # what float32 storage of the wealth may lose in the episode without any flow being wrong
+    resolution = accounting.UNIT_ROUNDOFF * t * float(np.maximum(np.abs(initial_wealth), np.abs(final_wealth)).mean())
     summary = {
         "n_agents": n,
         "rounds": t,
@@ -248,9 +250,8 @@ def summarise(cfg: Config, per_round: dict, seconds: float, sim: Simulation,
         "breach_rate": _ratio(tot["attempts"] - tot["deals"], tot["attempts"]) or 0.0,
         "money_accounted": accounting.accounted_change(**{f: flows[f] for f in FLOW_METRICS if f != "gross"}),
         "money_gross": flows["gross"],
-        "money_residual_rel": accounting.conservation(
-            wealth_change, flows, accounting.UNIT_ROUNDOFF * t * float(np.maximum(np.abs(initial_wealth),
-                                                                                np.abs(final_wealth)).mean())),
+        "money_residual_rel": accounting.conservation(wealth_change, flows, resolution),
+        "money_resolution_rel": resolution / max(flows["gross"], 1e-30),
         "tax_revenue": tot["tax_revenue"],
         "tax_recycled": tot["tax_recycled"],
         "fees": tot["fees"],

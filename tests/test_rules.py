@@ -101,7 +101,7 @@ layer_settings = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides=layer_settings)
 def test_random_layer_settings_never_violate_the_state_and_conserve_money(overrides):
     protocols = overrides["providers__protocol"]
@@ -110,7 +110,10 @@ def test_random_layer_settings_never_violate_the_state_and_conserve_money(overri
     overrides = {k: ("null" if v is None else v) for k, v in overrides.items()}
     s = simulate(make_cfg(population__n_agents=512, sim__rounds=4, population__drift=0.05, **overrides))
     assert s["state_violations"] == 0
-    assert s["money_residual_rel"] <= 1e-5
+    # conserved up to rounding: the flows' float32 sums (1e-5 of them) plus what float32 storage of the wealth may
+    # lose, which is systematic when agents are identical (a flat fee of 6e-4 on wealth 100 rounds the same way
+    # for every agent): money_resolution_rel is that loss's bound, 2^-24·T·Σm, over the gross flows
+    assert s["money_residual_rel"] <= 1e-5 + s["money_resolution_rel"], s["money_resolution_rel"]
     if s["red_line_excess"] is not None:  # no victim accepted harm above its red line
         assert s["red_line_excess"] <= 1e-5
 

@@ -114,9 +114,11 @@ def conservation(stored_change: float, flows: dict, resolution: float = 0.0) -> 
     per-round totals of :class:`MoneyFlows` (``flows``: field → total over rounds, in float64).
 
     ``resolution`` is what float32 storage may lose without any flow being wrong, ``UNIT_ROUNDOFF · T · Σ_i |m_i|``
-    (each round rounds every stored wealth once): it keeps flows far below the wealth's own precision (a fee of
-    10⁻¹⁶ on a wealth of 100) from reading as a 100 % residual. Flows that vanish systematically (costs of 0.01 on a
-    wealth of 10⁸) still leave a residual orders of magnitude above rounding noise, which cancels across agents."""
+    (each round rounds every stored wealth once, by at most half a unit in its last place). Agents with the same
+    wealth and the same flows round the same way, so the loss can be systematic: a residual up to ``resolution`` is
+    rounding, not a flow gone astray (``money_resolution_rel`` in the summary reports it against the flows; where it
+    is not small, the stored wealth cannot hold the flows faithfully, as with costs of 0.01 on a wealth of 10⁸).
+    """
     accounted = accounted_change(flows["to_emitters"], flows["from_victims"], flows["transaction_costs"],
                                  flows["tax_paid"], flows["tax_recycled"], flows["fees"])
     return abs(stored_change - accounted) / max(flows["gross"] + resolution, 1e-30)
