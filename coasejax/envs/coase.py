@@ -142,7 +142,7 @@ class RoundMetrics(NamedTuple):
     tax_revenue: jax.Array  # Pigouvian tax collected
     tax_recycled: jax.Array  # ... and handed back in the same round
     fees: jax.Array  # fees collected by providers
-    gross_flows: jax.Array  # Σ |transfers| + Σ |payments| + costs + tax + recycled + fees, the scale of the residual
+    gross_flows: jax.Array  # MoneyFlows.gross: the scale of the conservation residual
     state_violations: jax.Array  # agents whose activity or wealth breaks a state rule (must be 0)
     red_line_excess: jax.Array  # max over honoured deals of (harm − red line) of any victim (−inf: none/no red lines)
     binding: jax.Array  # f32[C] bargains in which each enabled constraint changed an action (see constraint_names)
@@ -468,12 +468,13 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         tc_victims = jnp.where(attempt, tc_v, 0.0)  # f32[k, N]
         if "assurance" in kinds:  # a failed assurance contract: the emitter pays each pledger its refund bonus
             refund = jnp.where(attempt[None, :], 0.0, out.refund)
+            refund_paid = slot_sum(refund)  # f32[N] what each emitter paid back
             from_victims = from_victims - refund
-            to_emitter = to_emitter - slot_sum(refund)
+            to_emitter = to_emitter - refund_paid
             refunds = jnp.sum(refund)
         g_e = jnp.where(honoured, g_e, -tc_emitter)  # realised gain: a breached deal only costs (victims: see below)
         if "assurance" in kinds:  # ... and a failed contract's bonuses, which the emitter paid
-            g_e = g_e - slot_sum(refund)
+            g_e = g_e - refund_paid
         red_excess = jnp.float32(-jnp.inf)
         if indiv.red_line is not None:
             harm_over = params.w * c_nb * x - graph.out(indiv.red_line)
