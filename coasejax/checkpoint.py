@@ -81,19 +81,17 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def metadata(cfg, config: dict) -> dict:
-    """What a checkpoint records for ``coasejax compare``: scenario, algorithm, observation and action layouts,
-    number of providers and their kinds, network, config hash and package version."""
+def metadata(cfg, config: dict, layout: dict | None = None) -> dict:
+    """What a checkpoint records for ``coasejax compare`` and ``simulate``: scenario, algorithm, observation and action
+    layouts (``layout``: :meth:`coasejax.scenarios.base.Spec.layout` of the scenario trained on), number of providers
+    and their kinds, network, config hash and package version."""
     from coasejax import __version__
 
     meta = {"scenario": cfg.env.kind, "algo": cfg.train.algo, "mechanism": cfg.mechanism.kind,
             "providers": cfg.providers.count, "config_hash": config_hash(config), "version": __version__,
-            "policy_hidden": list(cfg.policy.hidden)}
-    if cfg.train.algo == "ppo":
-        from coasejax.envs import negotiation
-
-        meta.update(observation=list(negotiation.OBSERVATION), actions=list(negotiation.ACTIONS),
-                    advocates=list(cfg.providers.advocates()))
+            "policy_hidden": list(cfg.policy.hidden), "advocates": list(cfg.providers.advocates())}
+    if layout is not None:
+        meta.update(layout)
     elif cfg.env.kind == "auction":
         e = cfg.env
         meta.update(observation=["v", "G(v)"] if cfg.policy.win_prob else ["v"], actions=["bid"],

@@ -164,7 +164,7 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
     trainer = Trainer(cfg, make_algo(cfg))
     mngr = ckpt.manager(out / "checkpoints", keep=cc.keep, best_metric=cc.best_metric)
     current = resolved(cfg)
-    meta = ckpt.metadata(cfg, current)
+    meta = ckpt.metadata(cfg, current, getattr(trainer.algo, "layout", None))
     states = trainer.algo.init_states()
     step0 = 0
     latest = mngr.latest_step()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 VALUE_DIST_SYNTAX = "uniform | power:A with A in [0.5, 4]"
 
@@ -17,23 +17,70 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class EnvConfig(_Section):
-    kind: Literal["coase", "auction", "coase_rounds"] = "coase"
+class EnvSection(_Section):
+    """The ``env`` section: which scenario runs (``kind``, a name in :mod:`coasejax.scenarios`) and that scenario's
+    own keys. Each scenario validates its section with its own model (:func:`register_env`), so a key of another
+    scenario is an unknown key here."""
+
+    kind: str = "coase"
+
+
+#: ``env.kind`` -> the model of that scenario's ``env`` section (filled by :func:`register_env`)
+ENV_SECTIONS: dict[str, type[EnvSection]] = {}
+
+
+def register_env(model: type[EnvSection]) -> type[EnvSection]:
+    """Register the ``env`` section of a scenario; its ``kind`` default names the scenario. Usable as a decorator."""
+    kind = model.model_fields["kind"].default
+    ENV_SECTIONS[kind] = model
+    return model
+
+
+def env_section(data) -> EnvSection:
+    """Validate a raw ``env`` mapping with the model of its ``kind``; raises ``ValueError('env.key: ...')``."""
+    if isinstance(data, EnvSection):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"env: expected a mapping, got {type(data).__name__}")
+    kind = data.get("kind", "coase")
+    model = ENV_SECTIONS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise ValueError(f"env.kind: unknown scenario {kind!r} (registered: {', '.join(sorted(ENV_SECTIONS))})")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "literal[", "list[")))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            own = [k for k in model.model_fields if k != "kind"]
+            keys = f"its keys: {', '.join(own)}" if own else "it has no keys of its own"
+            raise ValueError(f"env.{loc}: unknown key for env.kind {kind} ({keys})") from None
+        got = e.get("input")
+        tail = f" (got {got!r})" if got is not None and not isinstance(got, dict) and e["type"] != "value_error" else ""
+        raise ValueError(f"env.{loc}: {msg}{tail}" if loc else f"env: {msg}{tail}") from None
+
+
+@register_env
+class CoaseEnv(EnvSection):
+    """The population-scale Coase engine (:mod:`coasejax.scenarios.coase`): its keys live in the other sections
+    (population, state, providers, individual, mechanism, advocates)."""
+
+    kind: Literal["coase"] = "coase"
+
+
+@register_env
+class AuctionEnv(EnvSection):
+    """Sealed-bid and double auctions (:mod:`coasejax.scenarios.auction`)."""
+
+    kind: Literal["auction"] = "auction"
     auction: Literal["first_price", "second_price", "all_pay", "double"] = "first_price"
     n_bidders: int = Field(2, ge=2, le=10, description="bidders per sealed-bid auction (the double auction has 2)")
     value_dist: str = Field("uniform", description="private values on [0, 1]: uniform, or power:A for F(v) = v^A")
     reserve_price: float = Field(0.0, ge=0.0, lt=0.5, description="sealed-bid auctions: the seller's reserve price")
     k: float = Field(0.5, ge=0.0, le=1.0, description="double auction: price = k·bid + (1 − k)·ask")
-    victims: list[int] = Field([1, 2, 4], min_length=1, max_length=8,
-                               description="coase: numbers of victims per emitter trained together")
-    contract_rounds: int = Field(8, ge=1, le=1024, description="coase_rounds: rounds a contract (or a sit-out) lasts")
-    cost_grid: list[float] | None = Field(None, min_length=1, max_length=64,
-                                          description="coase_rounds: per-round negotiation costs, one drawn per "
-                                                      "episode (null: state.transaction_costs.per_round)")
-    regimes: list[Literal["emitter", "victim"]] | None = Field(None, min_length=1, max_length=2,
-                                                               description="coase_rounds: rights regimes, one "
-                                                                           "drawn per episode (null: state.rights)")
-    eval_rounds: int = Field(64, ge=1, le=100_000, description="coase_rounds: rounds measured in an evaluation")
 
     @field_validator("value_dist", mode="before")
     @classmethod
@@ -50,6 +97,26 @@ class EnvConfig(_Section):
             raise ValueError(f"expected {VALUE_DIST_SYNTAX}, got {text!r}")
         return "uniform" if a == 1.0 else f"power:{a:g}"
 
+    @property
+    def power(self) -> float:
+        """Exponent a of ``F(v) = v^a`` (1 for uniform)."""
+        return 1.0 if self.value_dist == "uniform" else float(self.value_dist.split(":")[1])
+
+
+@register_env
+class RoundsEnv(EnvSection):
+    """Multi-round Coase negotiation with contracts, breach and reputation (:mod:`coasejax.scenarios.coase_rounds`)."""
+
+    kind: Literal["coase_rounds"] = "coase_rounds"
+    contract_rounds: int = Field(8, ge=1, le=1024, description="rounds a contract (or a sit-out) lasts")
+    cost_grid: list[float] | None = Field(None, min_length=1, max_length=64,
+                                          description="per-round negotiation costs, one drawn per episode "
+                                                      "(null: state.transaction_costs.per_round)")
+    regimes: list[Literal["emitter", "victim"]] | None = Field(None, min_length=1, max_length=2,
+                                                               description="rights regimes, one drawn per episode "
+                                                                           "(null: state.rights)")
+    eval_rounds: int = Field(64, ge=1, le=100_000, description="rounds measured in an evaluation")
+
     @field_validator("cost_grid")
     @classmethod
     def _check_costs(cls, v: list[float] | None) -> list[float] | None:
@@ -57,17 +124,8 @@ class EnvConfig(_Section):
             raise ValueError(f"expected distinct finite costs >= 0, got {v}")
         return v
 
-    @field_validator("victims")
-    @classmethod
-    def _check_victims(cls, v: list[int]) -> list[int]:
-        if any(not 1 <= k <= 64 for k in v) or len(set(v)) != len(v):
-            raise ValueError(f"expected distinct victim counts in 1..64, got {v}")
-        return v
 
-    @property
-    def power(self) -> float:
-        """Exponent a of ``F(v) = v^a`` (1 for uniform)."""
-        return 1.0 if self.value_dist == "uniform" else float(self.value_dist.split(":")[1])
+EnvConfig = EnvSection  # the name older imports use
 
 
 class PolicyConfig(_Section):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -168,6 +168,9 @@ class ProvidersConfig(_Section):
                           "emitters: none | nash | lindahl | alternating | clarke, one or a list (null: mechanism.kind)")
     advocate: Literal["learned", "truthful"] | list[Literal["learned", "truthful"]] = Field(
         "learned", description="coase_rounds: each provider's advocates are trained (learned) or scripted truthful")
+    policy: str | list[str] | None = Field(
+        None, description="each provider's advocates: a scripted strategy (truthful | shade | best_response) or a "
+                          "training run RUN_DIR[:STEP]; one value or a list of providers.count (null: advocates.*)")
     switching_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability a client reviews its provider per round")
     inertia: float = Field(0.0, ge=0.0, description="utility bonus of staying with the current provider (logit)")
     temperature: float = Field(0.1, gt=0.0, description="logit temperature of provider choice")
@@ -189,6 +192,9 @@ class ProvidersConfig(_Section):
         if isinstance(self.advocate, list) and len(self.advocate) != self.count:
             raise ValueError(f"providers.advocate: expected one value or a list of providers.count={self.count} "
                              f"values, got {len(self.advocate)}")
+        if isinstance(self.policy, list) and len(self.policy) != self.count:
+            raise ValueError(f"providers.policy: expected one value or a list of providers.count={self.count} "
+                             f"values, got {len(self.policy)}")
         if isinstance(self.protocol, list) and len(self.protocol) != self.count:
             raise ValueError(f"providers.protocol: expected one protocol or a list of providers.count={self.count} "
                              f"protocols, got {len(self.protocol)}")
@@ -255,6 +261,8 @@ class MechanismConfig(_Section):
 
 class AdvocatesConfig(_Section):
     strategy: Literal["truthful", "shade", "best_response"] = "truthful"
+    policy: str | None = Field(None, description="learned advocates: a training run's --out directory, RUN_DIR or "
+                               "RUN_DIR:STEP (default: its latest checkpoint); null: the scripted advocates.strategy")
     shade: float = Field(0.2, ge=0.0, lt=1.0, description="shade: fraction by which reports favour the client")
 
 
@@ -267,7 +275,10 @@ class SimConfig(_Section):
                              "(coalition_stability; k extra clearings) and breakdowns by wealth decile and harm quartile")
 
 
-from coasejax.train.schema import CheckpointConfig, EnvConfig, PolicyConfig, TrainConfig, check_training  # noqa: E402
+from coasejax.config.training import (  # noqa: E402
+    ENV_SECTIONS, CheckpointConfig, EnvSection, PolicyConfig, TrainConfig, check_training, env_section, register_env)
+
+EnvConfig = EnvSection
 
 
 class Config(_Section):
@@ -280,11 +291,17 @@ class Config(_Section):
     mechanism: MechanismConfig = MechanismConfig()
     advocates: AdvocatesConfig = AdvocatesConfig()
     sim: SimConfig = SimConfig()
-    env: EnvConfig = EnvConfig()
+    env: SerializeAsAny[EnvSection] = Field(default_factory=lambda: ENV_SECTIONS["coase"](),
+                            description="the scenario (env.kind) and its own keys")
     policy: PolicyConfig = PolicyConfig()
     train: TrainConfig = TrainConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="key -> values, run as one compiled call")
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> EnvSection:
+        return env_section(v)
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
@@ -317,7 +334,7 @@ def _plain(obj: Any) -> Any:
 # Loading, overrides and error messages
 # ----------------------------------------------------------------------------------------------------------------------
 
-PRESET_DIRS = (Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs")
+PRESET_DIRS = (Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs")
 
 
 def preset_names() -> list[str]:

@@ -1,0 +1,116 @@
+"""The scenario interface: one record of pure functions per scenario, which every command drives.
+
+In the spirit of ``optax.GradientTransformation`` and gymnax's ``Environment`` a :class:`Scenario` is a NamedTuple of
+functions, not a class hierarchy: ``simulate``, ``train`` (ES and PPO), ``eval``, ``compare`` and ``report`` take any
+registered scenario through these functions and its :class:`Spec`, and nothing else.
+
+Shapes. A scenario has N agents and, per round, S *seats*: the decisions made that round (in the Coase engine seat 0
+of bargain i is its emitter and seat s its slot-s victim; in the multi-round negotiation the emitter and the victims'
+coalition). Per-seat arrays are ``[S, N, ...]``: seat axis first, then the agent axis, then features, the layout of
+the engine's per-slot arrays ``[k, N]`` (the agent axis is the one sharded over devices).
+
+* ``params(cfg) -> params``: every traced parameter of the run (a pytree; a ``vmap`` over it is a sweep) and the
+  static choices, from the validated config;
+* ``reset(key, params) -> state``: a fresh population;
+* ``observe(params, state) -> f32[S, N, d]``: what each seat's advocate sees (its own observation only);
+* ``step(key, state, actions, params) -> (state, Transition)``: one round, ``actions: f32[S, N, A]``;
+* ``spec(params) -> Spec``: names and bounds of the observation and actions, and the truthful action;
+* ``seat_providers(params, state) -> i32[S, N]``: the provider whose advocate acts in each seat;
+* ``seat_owners(params, state) -> i32[S, N]``: the agent whose advocate acts in each seat;
+* ``scripted``: scripted advocates by name, each ``(key, params, state) -> actions``;
+* ``summarise(cfg, params, per_round, first, last) -> dict``: the summary of a run from its per-round metrics
+  (``{field: f64[E, T, ...]}``) and its first and last states (leading env axis E);
+* ``decisions(params, state) -> bool[S, N, A]`` (optional): the action fields each seat decides this round (PPO
+  trains only on those); None: every field, every round;
+* ``discount(params) -> f32[S]`` (optional): each seat's discount factor (PPO); None: 0.99;
+* ``metrics(params, totals) -> dict`` (optional): a *traceable* summary from the per-round metrics summed over the
+  measured rounds (a metrics NamedTuple of sums), for the evaluation inside training (``vmap``-ped over seeds).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+
+class Spec(NamedTuple):
+    """The observation and action layout of a scenario, which a learned policy and its checkpoint must match.
+
+    With ``relative`` the actions are multiples of the seat's own value, ``observation[0]`` (a report of a type, a bid
+    on a value): ``low``, ``high`` and ``truthful`` are then ratios, so the truthful action of every seat is
+    ``truthful × its own value``. Otherwise they are in the action's own units."""
+
+    observation: tuple[str, ...]
+    actions: tuple[str, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    truthful: tuple[float, ...]
+    relative: bool = False
+    seats: int = 1
+
+    def layout(self) -> dict:
+        """What a checkpoint records of the layout (JSON-ready)."""
+        return {"observation": list(self.observation), "actions": list(self.actions), "low": list(self.low),
+                "high": list(self.high), "relative": self.relative}
+
+
+class Transition(NamedTuple):
+    """What one round returns besides the new state."""
+
+    reward: jax.Array  # f32[S, N] each seat's client's gain this round
+    done: jax.Array  # bool[N] (or bool[S, N]) the seat's episode ended this round
+    metrics: Any  # a NamedTuple of round totals (scalars or short vectors), stacked to [T, ...] by the scan
+
+
+class Scenario(NamedTuple):
+    name: str
+    params: Callable[..., Any]
+    reset: Callable[..., Any]
+    observe: Callable[..., jax.Array]
+    step: Callable[..., tuple[Any, Transition]]
+    spec: Callable[..., Spec]
+    seat_providers: Callable[..., jax.Array]
+    seat_owners: Callable[..., jax.Array]
+    scripted: dict[str, Callable[..., jax.Array]]
+    summarise: Callable[..., dict]
+    decisions: Callable[..., jax.Array] | None = None
+    discount: Callable[..., jax.Array] | None = None
+    metrics: Callable[..., dict] | None = None
+    description: str = ""
+
+
+#: scenario name (``env.kind``) -> its record, filled by :func:`register`
+REGISTRY: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    """Register ``scenario`` under its name (its ``env`` section is registered with
+    :func:`coasejax.config.register_env`)."""
+    REGISTRY[scenario.name] = scenario
+    return scenario
+
+
+def get(name: str) -> Scenario:
+    from coasejax.config import ConfigError
+
+    if name not in REGISTRY:
+        raise ConfigError(f"env.kind: no scenario {name!r} is registered (registered: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[name]
+
+
+def rollout(scenario: Scenario, act: Callable, key: jax.Array, state, params, length: int):
+    """``length`` rounds under ``lax.scan``: each round the advocates ``act(key, params, state, obs)`` and the
+    scenario steps. Round t draws from ``fold_in(key, t)`` (``t`` the state's round counter when it has one), so an
+    episode cut into chunks gives the same numbers as one scan. Returns the final state and the stacked metrics."""
+
+    def body(s, t):
+        k = jax.random.fold_in(key, getattr(s, "t", t))
+        k_act, k_step = jax.random.split(k)
+        actions = act(k_act, params, s, scenario.observe(params, s))
+        s, tr = scenario.step(k_step, s, actions, params)
+        return s, tr.metrics
+
+    import jax.numpy as jnp
+
+    return jax.lax.scan(body, state, jnp.arange(length))
