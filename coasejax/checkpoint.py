@@ -156,6 +156,15 @@ def restore(mngr, step: int, template) -> Any:
     return from_tree(template, tree)
 
 
+def restore_raw(mngr, step: int) -> dict:
+    """The ``state`` item of checkpoint ``step`` as saved (plain dicts of numpy arrays, no template needed)."""
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {step} in {mngr.directory}: cannot restore its state "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():

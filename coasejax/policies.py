@@ -165,3 +165,69 @@ class ActorCritic(nn.Module):
         value = nn.Dense(1, kernel_init=ortho(1.0), name="critic_out")(torso(obs, "critic"))[..., 0]
         log_std = self.param("log_std", nn.initializers.constant(self.init_log_std), (self.n_actions,))
         return mean, log_std, value
+
+
+class BoundedMLP(nn.Module):
+    """``f32[..., d] → f32[..., A]``: ``low + (high − low)·sigmoid(MLP(obs) + b₀)``, the generic policy of a scenario
+    whose actions are not multiples of a value. The output layer starts at zero and ``b₀`` at the logit of ``start``
+    (the scenario's truthful action, clipped inside the range), so every seat starts at that action."""
+
+    hidden: Sequence[int] = (16,)
+    activation: str = "tanh"
+    low: tuple[float, ...] = (0.0,)
+    high: tuple[float, ...] = (1.0,)
+    start: tuple[float, ...] = (0.5,)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        lo, hi = jnp.asarray(self.low, jnp.float32), jnp.asarray(self.high, jnp.float32)
+        frac = jnp.clip((jnp.asarray(self.start, jnp.float32) - lo) / (hi - lo), 1e-3, 1 - 1e-3)
+        h = obs
+        for width in self.hidden:
+            h = act(nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(h))
+        z = nn.Dense(len(self.low), kernel_init=nn.initializers.zeros,
+                     bias_init=lambda *_: jnp.log(frac) - jnp.log1p(-frac))(h)
+        return lo + (hi - lo) * jax.nn.sigmoid(z)
+
+
+def es_module(cfg, spec) -> nn.Module:
+    """The generic advocate ES trains for a scenario with this :class:`coasejax.scenarios.base.Spec`: an
+    :class:`Advocate` (the own value times a learned factor in ``[low, high]``, starting at ``init_scale``) for one
+    action relative to the own value, else a :class:`BoundedMLP` starting at the truthful action. Its input is the
+    seat's own observation only."""
+    p = cfg.policy
+    if spec.relative and len(spec.actions) == 1:
+        return Advocate(hidden=tuple(p.hidden), activation=p.activation, init_scale=p.init_scale, output=p.output,
+                        init_power=p.init_power, low=spec.low[0], high=spec.high[0])
+    return BoundedMLP(hidden=tuple(p.hidden), activation=p.activation, low=tuple(spec.low), high=tuple(spec.high),
+                      start=tuple(spec.truthful))
+
+
+def act_with(module: nn.Module, params, obs: jax.Array) -> jax.Array:
+    """``f32[S, N, A]``: the actions of an ES-trained ``module`` (an :class:`Advocate` returns ``[S, N]``)."""
+    out = module.apply(params, obs)
+    return out[..., None] if out.ndim == obs.ndim - 1 else out
+
+
+def policy_apply(cfg, spec, params, algo: str):
+    """``obs f32[S, N, d] → actions f32[S, N, A]`` of a trained policy (``params`` of one provider): ES policies act
+    by their network; PPO policies by the mean of their Gaussian squashed into the action range,
+    ``low + (high − low)·sigmoid(mean)``."""
+    if algo == "ppo":
+        module = ActorCritic(hidden=tuple(cfg.policy.hidden), n_actions=len(spec.actions),
+                             activation=cfg.policy.activation)
+        lo, hi = jnp.asarray(spec.low, jnp.float32), jnp.asarray(spec.high, jnp.float32)
+
+        def apply(obs):
+            mean, _, _ = module.apply(params, obs)
+            return lo + (hi - lo) * jax.nn.sigmoid(mean)
+
+        return apply
+    if cfg.env.kind == "auction":
+        from coasejax.train.auction_game import make_advocate  # the auction game's own head (its features)
+
+        module = make_advocate(cfg, None)
+    else:
+        module = es_module(cfg, spec)
+    return lambda obs: act_with(module, params, obs)

@@ -32,11 +32,11 @@ from flax import struct
 
 from coasejax import advocates, model
 from coasejax.config import Config
-from coasejax.envs import accounting
-from coasejax.graphs import Graph, slot_sum
+from coasejax.envs import accounting, coalitions
+from coasejax.graphs import Graph, make_graph, slot_sum
 from coasejax.mechanisms import MECHANISMS, Bargain, Outcome, Terms
 from coasejax.mechanisms.assurance import equilibrium_pledges
-from coasejax.mechanisms.base import coalition_roles, harm_shares
+from coasejax.mechanisms.base import harm_shares
 from coasejax.population import Population, drift_types, inverse_cdf, make_population, round_words, unit_uniform
 from coasejax.rules import RULES, Audit, IndividualParams, ProviderParams, StateParams, active, constrain
 from coasejax.rules import individual as individual_layer
@@ -69,6 +69,8 @@ class EnvParams:
     one: jax.Array  # a traced 1.0 for :func:`coasejax.xla.materialise`
     state: StateParams
     provider: ProviderParams
+    graph: Graph | None = None  # the neighbour graph (its static fields select the fast path)
+    draws: "Draws | None" = struct.field(pytree_node=False, default=None)  # what reset draws
     strategy: str = struct.field(pytree_node=False, default="truthful")
     horizon: int = struct.field(pytree_node=False, default=32)
     emitter_first: bool = struct.field(pytree_node=False, default=True)
@@ -78,8 +80,10 @@ class EnvParams:
     pooling: bool = struct.field(pytree_node=False, default=False)  # victims may pool across emitters
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "EnvParams":
+    def from_config(cls, cfg: Config, graph: Graph | None = None) -> "EnvParams":
+        """The parameters of ``cfg``, with its graph (default: drawn from ``population`` and ``sim.seed``)."""
         f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+        p = cfg.population
         tc = cfg.state.transaction_costs
         m = cfg.mechanism
         return cls(
@@ -103,7 +107,9 @@ class EnvParams:
             one=f(1.0),
             state=StateParams.from_config(cfg),
             provider=ProviderParams.from_config(cfg),
-            strategy=cfg.advocates.strategy,
+            graph=graph if graph is not None else make_graph(p.graph, p.n_agents, p.degree, cfg.sim.seed, p.rewire),
+            draws=Draws.from_config(cfg),
+            strategy=cfg.advocates.strategy if cfg.advocates.policy is None else "learned",
             horizon=m.horizon,
             emitter_first=m.first_mover == "emitter",
             draw_enforcement=cfg.state.enforcement < 1.0,
@@ -171,53 +177,12 @@ class RoundMetrics(NamedTuple):
     size_hist: jax.Array
     harm_gap: jax.Array  # Σ C |x − x*|: external harm not internalised
     harm_gap_status_quo: jax.Array  # Σ C |x_sq − x*|: the same at the status quo
+    reported_harm: jax.Array  # Σ over victim slots of the reports ĉ the mechanism saw (after the rule layers)
+    true_harm: jax.Array  # Σ over victim slots of the true c
 
 
 LAYERS = tuple(layer.name for layer in RULES.layers)
-#: upper edges of the bins of a member's payment over its value of the deal's change (the last bin is open)
-PLEDGE_BINS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-
-
-def pooled_stats(params: EnvParams, graph: Graph, member: jax.Array) -> dict:
-    """Members of pooled coalitions, and how many of their k emitters' deals each one's coalition is in."""
-    if not params.pooling:
-        return dict(pooled_members=jnp.float32(0.0), span=jnp.float32(0.0))
-    pooled = pools(params, graph.k)
-    per_agent = slot_sum(graph.into(member.astype(jnp.float32)))  # deals each agent is a member of, as a victim
-    return dict(pooled_members=jnp.where(pooled, jnp.sum(member, dtype=jnp.float32), 0.0),
-                span=jnp.where(pooled, jnp.sum(per_agent * per_agent), 0.0))
-
-
-def _bin_index(x: jax.Array, edges) -> jax.Array:
-    """``i32``: the number of ``edges`` below each x (``searchsorted``'s left side, as fused compares: XLA:CPU runs
-    ``jnp.searchsorted`` on large arrays several times slower)."""
-    idx = jnp.zeros(x.shape, jnp.int32)
-    for j in range(len(edges)):
-        idx = idx + (x > edges[j]).astype(jnp.int32)
-    return idx
-
-
-def coalition_breakdowns(params: EnvParams, graph: Graph, pop: Population, honoured, member, benefited, free, pays,
-                         value) -> dict:
-    """The per-round breakdowns of :class:`RoundMetrics` (``by_wealth``, ``by_harm``, ``pledge_hist``,
-    ``size_hist``) from the honoured deals ``bool[N]``, per-slot masks ``bool[k, N]`` and each victim's payment and
-    value of the change ``f32[k, N]`` (magnitudes: under the victim's right both are what it is paid and its harm).
-    Each victim's (wealth decile, harm quartile) cell reaches its slots in one gather; bins are filled by scatter-adds
-    (``segment_sum``)."""
-    k = member.shape[0]
-    cell = _bin_index(pop.wealth, params.wealth_deciles) * 4 + _bin_index(pop.c, params.harm_quartiles)
-    slot_cell = graph.out(cell).reshape(-1)  # i32[k·N]: the cell of each emitter's slot-s victim
-    masks = jnp.stack([member, benefited, free]).reshape(3, -1).astype(jnp.float32).T  # f32[k·N, 3]
-    per_cell = jnp.concatenate([jax.ops.segment_sum(jnp.ones_like(pop.a), cell, 40)[:, None],
-                                jax.ops.segment_sum(masks, slot_cell, 40)], axis=1).reshape(10, 4, 4)
-    pays, value = jnp.abs(pays), jnp.abs(value)
-    ratio = jnp.where(value > 0, pays / jnp.where(value > 0, value, 1.0), jnp.inf)
-    pledge_bin = _bin_index(ratio, PLEDGE_BINS)
-    size = slot_sum(member.astype(jnp.int32))
-    return dict(by_wealth=jnp.sum(per_cell, axis=1).T, by_harm=jnp.sum(per_cell, axis=0).T,
-                pledge_hist=jax.ops.segment_sum(member.reshape(-1).astype(jnp.float32), pledge_bin.reshape(-1),
-                                                len(PLEDGE_BINS) + 1),
-                size_hist=jax.ops.segment_sum(honoured.astype(jnp.float32), size, k + 1))
+PLEDGE_BINS = coalitions.PLEDGE_BINS
 
 
 def constraint_names(params: EnvParams, state: EnvState) -> list[tuple[str, str]]:
@@ -225,15 +190,36 @@ def constraint_names(params: EnvParams, state: EnvState) -> list[tuple[str, str]
     return active(RULES, params.rule_params(state.indiv))
 
 
-def reset(key: jax.Array, cfg: Config, with_util: bool | None = None) -> EnvState:
-    """A fresh population and its individual preferences; ``with_util`` keeps clients' net-utility averages (needed
-    when providers compete for clients; default: when ``cfg`` has switching on)."""
-    n = cfg.population.n_agents
-    switching = with_util if with_util is not None else (cfg.providers.count > 1 and cfg.providers.switching_rate > 0)
+class Draws(NamedTuple):
+    """What :func:`reset` draws (hashable: a static field of :class:`EnvParams`)."""
+
+    n_agents: int
+    benefit: object
+    harm: object
+    wealth: object
+    providers: int
+    red_line: object = None
+    reservation: object = None
+    altruism: object = None
+    budget_share: object = None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Draws":
+        p, ind = cfg.population, cfg.individual
+        return cls(n_agents=p.n_agents, benefit=p.benefit, harm=p.harm, wealth=p.wealth, providers=cfg.providers.count,
+                   red_line=ind.red_line, reservation=ind.reservation, altruism=ind.altruism,
+                   budget_share=ind.budget_share)
+
+
+def reset(key: jax.Array, params: EnvParams) -> EnvState:
+    """A fresh population and its individual preferences (and, when providers compete for clients, their
+    net-utility averages)."""
+    d = params.draws
+    n = d.n_agents
     return EnvState(
-        pop=make_population(key, cfg.population, cfg.providers.count),
-        indiv=individual_layer.draw(jax.random.fold_in(key, 1), cfg.individual, n),
-        util=jnp.zeros((n,), jnp.float32) if switching else None,
+        pop=make_population(key, d, d.providers),
+        indiv=individual_layer.draw(jax.random.fold_in(key, 1), d, n),
+        util=jnp.zeros((n,), jnp.float32) if params.provider.use_switching else None,
         t=jnp.zeros((), jnp.int32),
     )
 
@@ -273,11 +259,11 @@ def terms_of(params: EnvParams, k: int) -> Terms:
     )
 
 
-def _shading(params: EnvParams, pop: Population, indiv: IndividualParams, graph: Graph):
+def _shading(strategy: str, params: EnvParams, pop: Population, indiv: IndividualParams, graph: Graph):
     """The emitter's and the victims' advocates' shading: the provider's ``shade`` times ``1 − altruism``."""
     pp = params.provider
     per_agent = pp.count > 1 or indiv.altruism is not None
-    if params.strategy != "shade" or not per_agent:  # only the shade strategy reads it
+    if strategy != "shade" or not per_agent:  # only the shade strategy reads it
         return pp.shade[0], pp.shade[0]
     s = of_agents(pp.shade, pop.provider, pp.count)
     if indiv.altruism is not None:
@@ -337,20 +323,67 @@ def _no_deal(bargain: Bargain) -> Outcome:
     return Outcome(x=bargain.x_sq + zeros, to_emitter=zeros, from_victims=jnp.zeros_like(bargain.c_hat), surplus=zeros)
 
 
-def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tuple[EnvState, RoundMetrics]:
-    """One round for all N emitters at once. Shapes: ``f32[N]`` per agent, ``f32[k, N]`` per bargain slot."""
-    pop, indiv = state.pop, state.indiv
+def scripted_reports(strategy: str, params: EnvParams, state: EnvState) -> jax.Array:
+    """``f32[1 + k, N, 1]``: the reports of scripted advocates (:mod:`coasejax.advocates`), seat 0 each emitter's
+    report â and seat s its slot-s victim's report ĉ, each by the protocol of the emitter's provider."""
+    pop, graph, pp = state.pop, params.graph, params.provider
+    c_nb = graph.out(pop.c)
+    kinds = tuple(dict.fromkeys(pp.protocols))
+    if strategy == "truthful" or kinds == ("none",):
+        a_hat, c_hat = pop.a, c_nb
+    else:
+        terms = terms_of(params, graph.k)
+        s_e, s_v = _shading(strategy, params, pop, state.indiv, graph)
+        a_hat, c_hat = _by_protocol(pp, pop.provider, kinds)([
+            (pop.a, c_nb) if kind == "none" else advocates.reports(strategy, kind, pop.a, c_nb, terms, s_e, s_v)
+            for kind in kinds])
+    return jnp.concatenate([a_hat[None], c_hat])[..., None]
+
+
+def truthful_reports(params: EnvParams, state: EnvState) -> jax.Array:
+    return scripted_reports("truthful", params, state)
+
+
+class _Context(NamedTuple):
+    """What every phase of a round reads: the graph's view of the types, the status quo and the first best."""
+
+    c_nb: jax.Array  # f32[k, N] true harm sensitivities of each emitter's victims
+    cost: jax.Array  # f32[N] C_i = w Σ_s c_nb
+    x_sq: jax.Array  # status quo under the rights regime and the rules
+    x_star: jax.Array  # first best
+    x_base: jax.Array  # rights-based status quo without rules: the efficiency baseline
+    ctx: dict  # what the rule layers read
+    rp: dict  # the rule layers' parameters
+    terms: Terms
+    audit: Audit
+    fence: object  # materialise (layered rounds) or XLA's barrier
+
+
+class _Deal(NamedTuple):
+    """The agreed and honoured deals of a round and what each party gains and pays."""
+
+    attempt: jax.Array  # bool[N]
+    honoured: jax.Array  # bool[N]
+    x: jax.Array  # f32[N] activity
+    to_emitter: jax.Array  # f32[N]
+    from_victims: jax.Array  # f32[k, N] (net of refunds)
+    tc_emitter: jax.Array  # f32[N]
+    tc_victims: jax.Array  # f32[k, N]
+    g_e: jax.Array  # f32[N] each emitter's realised gain
+    red_excess: jax.Array
+    refunds: jax.Array
+    leavers: jax.Array
+    audit: Audit
+    reported_harm: jax.Array  # Σ ĉ the mechanism saw
+
+
+def _context(params: EnvParams, state: EnvState) -> _Context:
+    """Phase 0: the types seen through the graph, the emitter acting alone inside the state's and its own limits,
+    the status quo and the first best."""
+    pop, indiv, graph = state.pop, state.indiv, params.graph
     sp, pp = params.state, params.provider
     k, n = graph.k, graph.n
     rp = params.rule_params(indiv)
-    k_mech, k_draws = jax.random.split(key)
-    # all per-agent randomness of a round from one u32 word per use (cheaper than separate draws)
-    uses = [u for u, on in (("enforce", params.draw_enforcement), ("drift", params.draw_drift),
-                             ("switch", pp.use_switching)) if on]
-    words = round_words(k_draws, len(uses), n) if uses else None
-    word = {u: words[i] for i, u in enumerate(uses)}
-    terms = terms_of(params, k)
-    er = params.emitter_right
     tax = sp.pigou_tax
     # keep intermediate results from being recomputed in every consumer (see coasejax.xla); the plain engine only
     # needs XLA's barrier, the longer layered round needs real materialisation
@@ -359,156 +392,168 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     def fence(tree, per_slot=False):
         return materialise(tree, params.one, per_slot) if layered else jax.lax.optimization_barrier(tree)
 
-    c_nb = graph.out(pop.c)  # f32[k, N] true harm sensitivities of each emitter's victims
-    cost = params.w * slot_sum(c_nb)  # C_i
+    c_nb = graph.out(pop.c)
+    cost = params.w * slot_sum(c_nb)
     c_nb, cost = jax.lax.optimization_barrier((c_nb, cost))
     ctx = {"graph": graph, "k": k, "w": params.w, "a": pop.a, "c": pop.c, "c_nb": c_nb, "wealth": pop.wealth,
            "provider": pop.provider, "tax": tax, "capped": capped(sp, n) if sp.use_cap else None}
-    audit = Audit.empty()
-
-    # an emitter acting alone, inside the state's and its own limits
+    er = params.emitter_right
     x_alone = model.status_quo(pop.a - tax if sp.use_tax else pop.a, True, params.x_max)
     x_alone, _, changed = constrain(RULES, "own_activity", x_alone, rp, ctx)
-    audit = audit.add({key_: m & er for key_, m in changed.items()})  # under the victim's right nobody acts alone
-    x_sq = jnp.where(er, x_alone, 0.0)
-    x_star = model.first_best(pop.a, cost, params.x_max)
-    x_base = model.status_quo(pop.a, er, params.x_max)  # the rights-based status quo without rules: the baseline
+    audit = Audit.empty().add({key_: m & er for key_, m in changed.items()})  # under the victim's right nobody acts alone
+    return _Context(c_nb=c_nb, cost=cost, x_sq=jnp.where(er, x_alone, 0.0),
+                    x_star=model.first_best(pop.a, cost, params.x_max),
+                    x_base=model.status_quo(pop.a, er, params.x_max), ctx=ctx, rp=rp, terms=terms_of(params, k),
+                    audit=audit, fence=fence)
 
+
+def _bargain(params: EnvParams, state: EnvState, cx: _Context, reports: jax.Array, k_mech: jax.Array):
+    """Phase 1, report: the advocates' reports within their provider's code of conduct and the other layers, the
+    values net of the tax, and the room the layers leave for a deal's activity. Returns the bargain, its terms and
+    the audit."""
+    pop, graph = state.pop, params.graph
+    sp, k = params.state, graph.k
+    er, tax, fence = params.emitter_right, sp.pigou_tax, cx.fence
+    kinds = tuple(dict.fromkeys(params.provider.protocols))
+    a_hat, c_hat = reports[0, :, 0], reports[1:, :, 0]
+    a_hat, _, changed = constrain(RULES, "report_a", a_hat, cx.rp, cx.ctx)
+    audit = cx.audit.add(changed)
+    c_hat, _, changed = constrain(RULES, "report_c", c_hat, cx.rp, cx.ctx)
+    audit = audit.add(changed, per_slot=True)
+    if changed or params.strategy != "truthful":
+        # computed once: every slot of every roll below would otherwise recompute the reports and their sums
+        c_hat = fence(c_hat, per_slot=True)
+    # the bargain sees values net of the tax: the emitter saves τ per unit abated; victims paid the tax
+    # (tax_recycling: victims) lose τ/k per unit abated
+    a_eff, c_eff = a_hat, c_hat
+    if sp.use_tax:
+        a_eff = a_hat - tax
+        if sp.tax_to_victims:
+            c_eff = jnp.maximum(c_hat - tax / (k * params.w), 0.0)
+    x_proposed = jnp.clip(a_eff - params.w * slot_sum(c_eff), 0.0, jnp.where(er, cx.x_sq, params.x_max))
+    _, (_, x_hi), changed = constrain(RULES, "deal_activity", x_proposed, cx.rp, cx.ctx)
+    audit = audit.add(changed)
+    terms = cx.terms.replace(bargaining_power=_bargaining_power(params, pop, graph))
+    bargain = Bargain(a_hat=a_eff, c_hat=c_eff, x_sq=cx.x_sq, x_hi=x_hi)
+    if "assurance" in kinds and params.strategy == "best_response":  # pledges by the victims' true harms
+        bargain = bargain._replace(pledge=equilibrium_pledges(jax.random.fold_in(k_mech, 1), bargain, terms,
+                                                              cx.c_nb))
+    return bargain, terms, audit, harm_shares(c_hat), jnp.sum(c_hat)
+
+
+def _clear(params: EnvParams, state: EnvState, cx: _Context, bargain: Bargain, terms: Terms, audit: Audit,
+           shares: jax.Array, k_mech: jax.Array, enforce_word) -> _Deal:
+    """Phase 2, clear: each emitter's provider's protocol clears the bargain; each party's true gain and outlay; the
+    vetoes of the rule layers; the attempt, its enforcement and a failed assurance contract's refunds."""
+    pop, graph, indiv = state.pop, params.graph, state.indiv
+    sp, k = params.state, graph.k
+    er, tax, fence = params.emitter_right, sp.pigou_tax, cx.fence
+    pp = params.provider
+    kinds = tuple(dict.fromkeys(pp.protocols))
+    by_protocol = _by_protocol(pp, pop.provider, kinds)
     per_deal = jnp.maximum(params.per_deal, sp.tc_floor)
-    zeros_n = jnp.zeros_like(pop.a)
-    kinds = tuple(dict.fromkeys(pp.protocols))  # the distinct protocols the providers run
-    refunds = leavers = jnp.float32(0.0)  # refund bonuses of failed assurance contracts; members who would leave
-    if kinds == ("none",):  # no bargaining: emitters act alone under the state layer
-        attempt = honoured = jnp.zeros_like(pop.a, dtype=bool)
-        x, to_emitter, tc_emitter = x_sq, zeros_n, zeros_n
-        from_victims = tc_victims = jnp.zeros_like(c_nb)
-        g_e = zeros_n
-        red_excess = jnp.float32(-jnp.inf)
-    else:
-        # advocates report within their provider's code of conduct
-        s_e, s_v = _shading(params, pop, indiv, graph)
-        by_protocol = _by_protocol(pp, pop.provider, kinds)
-        a_hat, c_hat = by_protocol([
-            (pop.a, c_nb) if kind == "none" else advocates.reports(params.strategy, kind, pop.a, c_nb, terms, s_e, s_v)
-            for kind in kinds])
-        a_hat, _, changed = constrain(RULES, "report_a", a_hat, rp, ctx)
-        audit = audit.add(changed)
-        c_hat, _, changed = constrain(RULES, "report_c", c_hat, rp, ctx)
-        audit = audit.add(changed, per_slot=True)
-        if changed or params.strategy != "truthful":
-            # computed once: every slot of every roll below would otherwise recompute the reports and their sums
-            c_hat = fence(c_hat, per_slot=True)
-        shares = harm_shares(c_hat)
+    x_sq, c_nb = cx.x_sq, cx.c_nb
 
-        # the bargain sees values net of the tax: the emitter saves τ per unit abated; victims paid the tax
-        # (tax_recycling: victims) lose τ/k per unit abated
-        a_eff, c_eff = a_hat, c_hat
-        if sp.use_tax:
-            a_eff = a_hat - tax
-            if sp.tax_to_victims:
-                c_eff = jnp.maximum(c_hat - tax / (k * params.w), 0.0)
-        x_proposed = jnp.clip(a_eff - params.w * slot_sum(c_eff), 0.0, jnp.where(er, x_sq, params.x_max))
-        _, (_, x_hi), changed = constrain(RULES, "deal_activity", x_proposed, rp, ctx)
-        audit = audit.add(changed)
-        terms = terms.replace(bargaining_power=_bargaining_power(params, pop, graph))
-        bargain = Bargain(a_hat=a_eff, c_hat=c_eff, x_sq=x_sq, x_hi=x_hi)
-        if "assurance" in kinds and params.strategy == "best_response":  # pledges by the victims' true harms
-            bargain = bargain._replace(pledge=equilibrium_pledges(jax.random.fold_in(k_mech, 1), bargain, terms,
-                                                                  c_nb))
+    def clear(b):
+        outs = [_no_deal(b) if kind == "none" else MECHANISMS[kind](b, terms, k_mech) for kind in kinds]
+        if "assurance" in kinds:  # the same structure for every protocol: no refunds outside assurance
+            outs = [o if o.refund is not None else o._replace(refund=jnp.zeros_like(b.c_hat)) for o in outs]
+        return by_protocol(outs)
 
-        def clear(b):
-            outs = [_no_deal(b) if kind == "none" else MECHANISMS[kind](b, terms, k_mech) for kind in kinds]
-            if "assurance" in kinds:  # the same structure for every protocol: no refunds outside assurance
-                outs = [o if o.refund is not None else o._replace(refund=jnp.zeros_like(b.c_hat)) for o in outs]
-            return by_protocol(outs)
+    out = fence(clear(bargain))
+    # each party's true gain from the agreement and what it pays, then the vetoes
+    dx = out.x - x_sq
+    tc_v = victim_party_cost(params, k) + jnp.where(er, per_deal, 0.0) * shares  # f32[k, N]
+    g_e = model.benefit_change(pop.a, x_sq, out.x) - tax * dx + out.to_emitter - terms.tc_emitter
+    tax_share = tax / k if (sp.use_tax and sp.tax_to_victims) else 0.0
+    g_v = (tax_share - params.w * c_nb) * dx - out.from_victims - tc_v
+    would_attempt = (out.surplus > 0) & (params.enforcement * out.surplus >= terms.tc_total)
+    outlay_e, outlay_v = tax * out.x - out.to_emitter + terms.tc_emitter, out.from_victims + tc_v
+    g_e, g_v, tc_v, outlay_e, outlay_v = fence((g_e, g_v, tc_v, outlay_e, outlay_v))
+    vetoes = Audit.empty()  # a constraint on a payment or a gain acts by vetoing the deal
+    for field, value, per_slot in (("outlay_emitter", outlay_e, False), ("outlay_victims", outlay_v, True),
+                                   ("gain_emitter", g_e, False), ("gain_victims", g_v, True)):
+        vetoes = vetoes.add(constrain(RULES, field, value, cx.rp, cx.ctx)[2], per_slot=per_slot)
+    veto = jnp.zeros_like(would_attempt)
+    for m in vetoes.masks.values():
+        veto = veto | m
+    # a veto binds only where the deal would otherwise have been attempted
+    audit = audit.add({key_: m & would_attempt for key_, m in vetoes.masks.items()})
+    attempt = would_attempt & ~veto
+    honoured = attempt
+    if params.draw_enforcement:
+        honoured = attempt & (unit_uniform(enforce_word, 24) < params.enforcement)
 
-        out = fence(clear(bargain))
+    out, attempt, honoured = fence((out, attempt, honoured))
+    leavers = jnp.float32(0.0)
+    if params.coalitions:  # each member's unilateral exit (coasejax.envs.coalitions)
+        def go_on_terms(dev, s):
+            go_on = honoured & (dev.surplus > 0) & (params.enforcement * dev.surplus >= terms.tc_total - tc_v[s])
+            dx_s = jnp.where(go_on, dev.x - x_sq, 0.0)
+            return go_on, ((tax_share - params.w * c_nb[s]) * dx_s
+                           - jnp.where(go_on, dev.from_victims[s] + tc_v[s], 0.0))  # still a party: still pays its TC
 
-        # each party's true gain from the agreement and what it pays, then the vetoes
-        dx = out.x - x_sq
-        tc_v = victim_party_cost(params, k) + jnp.where(er, per_deal, 0.0) * shares  # f32[k, N]
-        g_e = model.benefit_change(pop.a, x_sq, out.x) - tax * dx + out.to_emitter - terms.tc_emitter
-        tax_share = tax / k if (sp.use_tax and sp.tax_to_victims) else 0.0
-        g_v = (tax_share - params.w * c_nb) * dx - out.from_victims - tc_v
-        would_attempt = (out.surplus > 0) & (params.enforcement * out.surplus >= terms.tc_total)
-        outlay_e, outlay_v = tax * out.x - out.to_emitter + terms.tc_emitter, out.from_victims + tc_v
-        g_e, g_v, tc_v, outlay_e, outlay_v = fence((g_e, g_v, tc_v, outlay_e, outlay_v))
-        vetoes = Audit.empty()  # a constraint on a payment or a gain acts by vetoing the deal
-        for field, value, per_slot in (("outlay_emitter", outlay_e, False), ("outlay_victims", outlay_v, True),
-                                       ("gain_emitter", g_e, False), ("gain_victims", g_v, True)):
-            vetoes = vetoes.add(constrain(RULES, field, value, rp, ctx)[2], per_slot=per_slot)
-        veto = jnp.zeros_like(would_attempt)
-        for m in vetoes.masks.values():
-            veto = veto | m
-        # a veto binds only where the deal would otherwise have been attempted
-        audit = audit.add({key_: m & would_attempt for key_, m in vetoes.masks.items()})
-        attempt = would_attempt & ~veto
-        honoured = attempt
-        if params.draw_enforcement:
-            honoured = attempt & (unit_uniform(word["enforce"], 24) < params.enforcement)
+        leavers = coalitions.leavers(clear, bargain, honoured, out.from_victims, g_v, go_on_terms, k)
+    x = jnp.where(honoured, out.x, x_sq)
+    to_emitter = jnp.where(honoured, out.to_emitter, 0.0)
+    from_victims = jnp.where(honoured, out.from_victims, 0.0)
+    tc_emitter = jnp.where(attempt, terms.tc_emitter, 0.0)
+    tc_victims = jnp.where(attempt, tc_v, 0.0)  # f32[k, N]
+    refunds = jnp.float32(0.0)
+    if "assurance" in kinds:  # a failed assurance contract: the emitter pays each pledger its refund bonus
+        refund = jnp.where(attempt[None, :], 0.0, out.refund)
+        refund_paid = slot_sum(refund)  # f32[N] what each emitter paid back
+        from_victims = from_victims - refund
+        to_emitter = to_emitter - refund_paid
+        refunds = jnp.sum(refund)
+    g_e = jnp.where(honoured, g_e, -tc_emitter)  # realised gain: a breached deal only costs (victims: see below)
+    if "assurance" in kinds:  # ... and a failed contract's bonuses, which the emitter paid
+        g_e = g_e - refund_paid
+    red_excess = jnp.float32(-jnp.inf)
+    if indiv.red_line is not None:
+        harm_over = params.w * c_nb * x - graph.out(indiv.red_line)
+        red_excess = jnp.max(jnp.where(honoured, harm_over, -jnp.inf))
+    return _Deal(attempt=attempt, honoured=honoured, x=x, to_emitter=to_emitter, from_victims=from_victims,
+                 tc_emitter=tc_emitter, tc_victims=tc_victims, g_e=g_e, red_excess=red_excess, refunds=refunds,
+                 leavers=leavers, audit=audit, reported_harm=jnp.float32(0.0))
 
-        out, attempt, honoured = fence((out, attempt, honoured))
-        if params.coalitions:  # each member's unilateral exit: report no harm (and pledge nothing), all else equal
-            members = honoured[None, :] & (out.from_victims != 0.0)
-            gone = []
-            for s in range(k):
-                alone = bargain._replace(c_hat=bargain.c_hat.at[s].set(0.0), pledge=None if bargain.pledge is None
-                                         else bargain.pledge.at[s].set(False))
-                dev = clear(alone)
-                go_on = honoured & (dev.surplus > 0) & (params.enforcement * dev.surplus >= terms.tc_total - tc_v[s])
-                dx_s = jnp.where(go_on, dev.x - x_sq, 0.0)
-                g_out = ((tax_share - params.w * c_nb[s]) * dx_s
-                         - jnp.where(go_on, dev.from_victims[s] + tc_v[s], 0.0))  # still a party: still pays its TC
-                gone.append(members[s] & (g_out > g_v[s] + 1e-6 * (jnp.abs(g_v[s]) + 1e-6)))
-            leavers = jnp.sum(jnp.stack(gone), dtype=jnp.float32)
-        x = jnp.where(honoured, out.x, x_sq)
-        to_emitter = jnp.where(honoured, out.to_emitter, 0.0)
-        from_victims = jnp.where(honoured, out.from_victims, 0.0)
-        tc_emitter = jnp.where(attempt, terms.tc_emitter, 0.0)
-        tc_victims = jnp.where(attempt, tc_v, 0.0)  # f32[k, N]
-        if "assurance" in kinds:  # a failed assurance contract: the emitter pays each pledger its refund bonus
-            refund = jnp.where(attempt[None, :], 0.0, out.refund)
-            refund_paid = slot_sum(refund)  # f32[N] what each emitter paid back
-            from_victims = from_victims - refund
-            to_emitter = to_emitter - refund_paid
-            refunds = jnp.sum(refund)
-        g_e = jnp.where(honoured, g_e, -tc_emitter)  # realised gain: a breached deal only costs (victims: see below)
-        if "assurance" in kinds:  # ... and a failed contract's bonuses, which the emitter paid
-            g_e = g_e - refund_paid
-        red_excess = jnp.float32(-jnp.inf)
-        if indiv.red_line is not None:
-            harm_over = params.w * c_nb * x - graph.out(indiv.red_line)
-            red_excess = jnp.max(jnp.where(honoured, harm_over, -jnp.inf))
 
-    # money: transfers, costs, the tax and its recycling, each total from its own source (coasejax.envs.accounting)
-    tax_paid = tax * x if sp.use_tax else None
-    d_wealth, victim_outflow, flows = accounting.settle(graph, to_emitter, from_victims, tc_emitter, tc_victims,
-                                                        tax_paid, sp.use_tax and sp.tax_to_victims, fence)
-    tc_agent = tc_emitter + slot_sum(tc_victims)  # costs of the bargain led by each emitter
+def _no_bargaining(params: EnvParams, cx: _Context) -> _Deal:
+    """Phase 2 under protocol ``none`` everywhere: emitters act alone under the state layer."""
+    zeros_n = jnp.zeros_like(cx.x_sq)
+    none = jnp.zeros_like(cx.x_sq, dtype=bool)
+    return _Deal(attempt=none, honoured=none, x=cx.x_sq, to_emitter=zeros_n, from_victims=jnp.zeros_like(cx.c_nb),
+                 tc_emitter=zeros_n, tc_victims=jnp.zeros_like(cx.c_nb), g_e=zeros_n,
+                 red_excess=jnp.float32(-jnp.inf), refunds=jnp.float32(0.0), leavers=jnp.float32(0.0),
+                 audit=cx.audit, reported_harm=jnp.sum(cx.c_nb))
 
-    # provider fees (a share of the client's realised gain, and a flat fee), never beyond what the client has left
-    fee = zeros_n
+
+def _settle(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal):
+    """Phase 3, settle: transfers, costs, the tax and its recycling (each total from its own source,
+    :mod:`coasejax.envs.accounting`), then provider fees (a share of the client's realised gain and a flat fee, never
+    beyond what the client has left). Returns the wealth change, the fees, each client's gain before fees (None when
+    nothing needs it), the victims' outflow and the money flows."""
+    pop, graph = state.pop, params.graph
+    sp, pp = params.state, params.provider
+    tax_paid = sp.pigou_tax * deal.x if sp.use_tax else None
+    d_wealth, victim_outflow, flows = accounting.settle(graph, deal.to_emitter, deal.from_victims, deal.tc_emitter,
+                                                        deal.tc_victims, tax_paid, sp.use_tax and sp.tax_to_victims,
+                                                        cx.fence)
+    fee = jnp.zeros_like(pop.a)
     gain = None
     if pp.use_fees or pp.use_switching:
-        gain = g_e + _victim_gains(params, graph, pop.c, x - x_sq, x_sq, victim_outflow)
+        gain = deal.g_e + _victim_gains(params, graph, pop.c, deal.x - cx.x_sq, cx.x_sq, victim_outflow)
     if pp.use_fees:
         due = (of_agents(pp.fee, pop.provider, pp.count) * jnp.maximum(gain, 0.0)
                + of_agents(pp.fee_flat, pop.provider, pp.count))
         fee = jnp.minimum(due, jnp.maximum(pop.wealth + d_wealth, 0.0))
         d_wealth = d_wealth - fee
         flows = flows.with_fees(fee)
+    return d_wealth, fee, gain, flows
 
-    # materialise every per-agent result once: reductions would otherwise each recompute their whole producer chain
-    x, x_star, x_sq, to_emitter, tc_agent, d_wealth, fee, masks = fence(
-        (x, x_star, x_sq, to_emitter, tc_agent, d_wealth, fee, audit.masks))
-    audit = Audit(masks)
-    new_wealth = pop.wealth + d_wealth
-    violation = (x < 0) | (x > params.x_max * (1 + 1e-6))
-    if sp.use_cap:
-        violation = violation | (ctx["capped"] & (x > sp.cap * (1 + 1e-6) + 1e-6))
-    if sp.budget_rule:
-        violation = violation | (new_wealth < -1e-5 * jnp.maximum(jnp.abs(pop.wealth), 1.0))
 
+def _binding(rp: dict, audit: Audit) -> tuple[jax.Array, jax.Array]:
+    """Bargains in which each enabled constraint, and each layer, changed an action."""
     names = active(RULES, rp)
     binding = jnp.stack([jnp.sum(audit.masks[nm], dtype=jnp.float32) if nm in audit.masks else jnp.float32(0)
                          for nm in names]) if names else jnp.zeros((0,), jnp.float32)
@@ -519,10 +564,65 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         for m in masks[1:]:
             any_m = any_m | m
         layer_any.append(jnp.float32(0) if any_m is None else jnp.sum(any_m, dtype=jnp.float32))
+    return binding, jnp.stack(layer_any)
+
+
+def _rewards(params: EnvParams, cx: _Context, deal: _Deal, fee: jax.Array) -> jax.Array:
+    """``f32[1 + k, N]``: each seat's client's realised gain this round: the emitter's net of its provider's fee,
+    each victim's in that bargain (dropped by XLA wherever nobody reads it)."""
+    sp, k = params.state, params.graph.k
+    tax_share = sp.pigou_tax / k if (sp.use_tax and sp.tax_to_victims) else 0.0
+    g_v = (tax_share - params.w * cx.c_nb) * (deal.x - cx.x_sq) - deal.from_victims - deal.tc_victims
+    return jnp.concatenate([(deal.g_e - fee)[None], g_v])
+
+
+def step(key: jax.Array, state: EnvState, actions: jax.Array, params: EnvParams) -> tuple[EnvState, RoundMetrics,
+                                                                                          jax.Array]:
+    """One round for all N emitters at once, in four phases: report (:func:`_bargain`), clear (:func:`_clear`),
+    settle (:func:`_settle`) and account (:func:`_account`). ``actions: f32[1 + k, N, 1]`` are the advocates' reports
+    (seat 0: each emitter's â; seat s: its slot-s victim's ĉ), which pass through the rule layers before the mechanism
+    sees them. Returns the new state, the round's metrics and each seat's reward ``f32[1 + k, N]``."""
+    pp = params.provider
+    k_mech, k_draws = jax.random.split(key)
+    # all per-agent randomness of a round from one u32 word per use (cheaper than separate draws)
+    uses = [u for u, on in (("enforce", params.draw_enforcement), ("drift", params.draw_drift),
+                             ("switch", pp.use_switching)) if on]
+    words = round_words(k_draws, len(uses), params.graph.n) if uses else None
+    word = {u: words[i] for i, u in enumerate(uses)}
+    cx = _context(params, state)
+    if tuple(dict.fromkeys(pp.protocols)) == ("none",):
+        deal = _no_bargaining(params, cx)
+    else:
+        bargain, terms, audit, shares, reported = _bargain(params, state, cx, actions, k_mech)
+        deal = _clear(params, state, cx, bargain, terms, audit, shares, k_mech, word.get("enforce"))
+        deal = deal._replace(reported_harm=reported)
+    d_wealth, fee, gain, flows = _settle(params, state, cx, deal)
+    new, metrics = _account(params, state, cx, deal, d_wealth, fee, gain, flows, word)
+    return new, metrics, _rewards(params, cx, deal, fee)
+
+
+def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_wealth, fee, gain, flows, word):
+    """Phase 4, account: state violations, binding constraints, per-provider totals, coalitions, the round's metrics;
+    then the new wealth, provider switching and drift."""
+    pop, graph = state.pop, params.graph
+    sp, pp = params.state, params.provider
+    k, n = graph.k, graph.n
+    tc_agent = deal.tc_emitter + slot_sum(deal.tc_victims)  # costs of the bargain led by each emitter
+    # materialise every per-agent result once: reductions would otherwise each recompute their whole producer chain
+    x, x_star, x_sq, to_emitter, tc_agent, d_wealth, fee, masks = cx.fence(
+        (deal.x, cx.x_star, cx.x_sq, deal.to_emitter, tc_agent, d_wealth, fee, deal.audit.masks))
+    honoured = deal.honoured
+    new_wealth = pop.wealth + d_wealth
+    violation = (x < 0) | (x > params.x_max * (1 + 1e-6))
+    if sp.use_cap:
+        violation = violation | (cx.ctx["capped"] & (x > sp.cap * (1 + 1e-6) + 1e-6))
+    if sp.budget_rule:
+        violation = violation | (new_wealth < -1e-5 * jnp.maximum(jnp.abs(pop.wealth), 1.0))
+    binding, layer_binding = _binding(cx.rp, Audit(masks))
 
     # per provider: clients, fees, and the deals and welfare of the bargains its clients lead as emitters (and, for
     # switching, its clients' updated net-utility averages), in one pass over the agents
-    value = model.social_value(pop.a, cost, x) - tc_agent
+    value = model.social_value(pop.a, cx.cost, x) - tc_agent
     util = state.util
     if pp.use_switching:
         util = pp.memory * state.util + (1.0 - pp.memory) * (gain - fee)
@@ -532,38 +632,25 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
     else:
         rows = [jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value] + ([util] if pp.use_switching else [])
         per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[4 or 5, M]
-    # coalitions: members, free riders (harm fell, paid nothing), provision, harm internalised
-    member, benefited, free = coalition_roles(honoured, x, x_sq, from_victims, c_nb)
-    changes = jnp.abs(x_star - x_sq) > 1e-6
-    coalition_stats = dict(
-        coalition_members=jnp.sum(member, dtype=jnp.float32),
-        coalitions=jnp.sum(honoured & jnp.any(member, axis=0), dtype=jnp.float32),
-        beneficiaries=jnp.sum(benefited, dtype=jnp.float32),
-        free_riders=jnp.sum(free, dtype=jnp.float32),
-        efficient_changes=jnp.sum(changes, dtype=jnp.float32),
-        provided=jnp.sum(changes & honoured & (jnp.abs(x - x_sq) > 1e-6), dtype=jnp.float32),
-        leavers=leavers,
-        refunds=refunds,
-        **pooled_stats(params, graph, member),
-        harm_gap=jnp.sum(cost * jnp.abs(x - x_star)),
-        harm_gap_status_quo=jnp.sum(cost * jnp.abs(x_sq - x_star)),
-    )
+    stats, (member, benefited, free) = coalitions.round_stats(
+        honoured, x, x_sq, x_star, cx.cost, deal.from_victims, cx.c_nb,
+        pools(params, k) if params.pooling else None, graph)
     if params.coalitions:
-        coalition_stats.update(coalition_breakdowns(params, graph, pop, honoured, member, benefited, free,
-                                                    from_victims, params.w * c_nb * (x - x_sq)))
+        stats.update(coalitions.breakdowns(params.wealth_deciles, params.harm_quartiles, graph, pop.wealth, pop.c,
+                                           honoured, member, benefited, free, deal.from_victims,
+                                           params.w * cx.c_nb * (x - x_sq)))
     else:
-        coalition_stats.update(by_wealth=jnp.zeros((4, 10)), by_harm=jnp.zeros((4, 4)),
-                               pledge_hist=jnp.zeros((len(PLEDGE_BINS) + 1,)), size_hist=jnp.zeros((k + 1,)))
+        stats.update(coalitions.empty_breakdowns(k))
     metrics = RoundMetrics(
         welfare=jnp.sum(value),
-        first_best=jnp.sum(model.social_value(pop.a, cost, x_star)),
-        status_quo=jnp.sum(model.social_value(pop.a, cost, x_base)),
+        first_best=jnp.sum(model.social_value(pop.a, cx.cost, x_star)),
+        status_quo=jnp.sum(model.social_value(pop.a, cx.cost, cx.x_base)),
         activity=jnp.sum(x),
         first_best_activity=jnp.sum(x_star),
         transfers=flows.to_emitters,
         paid_by_victims=flows.from_victims,
         transaction_costs=flows.transaction_costs,
-        attempts=jnp.sum(attempt, dtype=jnp.float32),
+        attempts=jnp.sum(deal.attempt, dtype=jnp.float32),
         deals=jnp.sum(honoured, dtype=jnp.float32),
         mechanism_net=flows.mechanism_net,
         tax_revenue=flows.tax_paid,
@@ -571,14 +658,18 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         fees=flows.fees,
         gross_flows=flows.gross,
         state_violations=jnp.sum(violation, dtype=jnp.float32),
-        red_line_excess=red_excess,
+        red_line_excess=deal.red_excess,
         binding=binding,
-        layer_binding=jnp.stack(layer_any),
+        layer_binding=layer_binding,
         provider_clients=per_provider[0],
         provider_revenue=per_provider[1],
         provider_deals=per_provider[2],
         provider_welfare=per_provider[3],
-        **coalition_stats,
+        leavers=deal.leavers,
+        refunds=deal.refunds,
+        reported_harm=deal.reported_harm,
+        true_harm=jnp.sum(cx.c_nb),
+        **stats,
     )
 
     pop = pop.replace(wealth=new_wealth)
@@ -588,14 +679,16 @@ def step(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph) -> tu
         pop = pop.replace(provider=choose_providers(pp, pop.provider, score, word["switch"]))
     if params.draw_drift:
         pop = drift_types(pop, params.drift, word["drift"])
-    return EnvState(pop=pop, indiv=indiv, util=util, t=state.t + 1), metrics
+    return EnvState(pop=pop, indiv=state.indiv, util=util, t=state.t + 1), metrics
 
 
-def rollout(key: jax.Array, state: EnvState, params: EnvParams, graph: Graph, length: int):
-    """``length`` rounds under ``lax.scan``. Round t uses ``fold_in(key, t)``, so splitting an episode into chunks
-    gives the same numbers as one long scan."""
+def rollout(key: jax.Array, state: EnvState, params: EnvParams, length: int, strategy: str | None = None):
+    """``length`` rounds of scripted advocates (``strategy``, default ``params.strategy``) under ``lax.scan``. Round
+    t uses ``fold_in(key, t)``, so splitting an episode into chunks gives the same numbers as one long scan."""
+    strategy = strategy or params.strategy
 
     def body(s, _):
-        return step(jax.random.fold_in(key, s.t), s, params, graph)
+        new, metrics, _ = step(jax.random.fold_in(key, s.t), s, scripted_reports(strategy, params, s), params)
+        return new, metrics
 
     return jax.lax.scan(body, state, None, length=length)
