@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 
 class Spec(NamedTuple):
@@ -99,18 +100,20 @@ def get(name: str) -> Scenario:
     return REGISTRY[name]
 
 
+#: folds the advocates' randomness of a round away from the scenario's own draws
+ACT_STREAM = 0x61637473
+
+
 def rollout(scenario: Scenario, act: Callable, key: jax.Array, state, params, length: int):
     """``length`` rounds under ``lax.scan``: each round the advocates ``act(key, params, state, obs)`` and the
-    scenario steps. Round t draws from ``fold_in(key, t)`` (``t`` the state's round counter when it has one), so an
-    episode cut into chunks gives the same numbers as one scan. Returns the final state and the stacked metrics."""
+    scenario steps. Round t's step draws from ``fold_in(key, t)`` (``t`` the state's round counter when it has one,
+    else the index in this scan), so an episode cut into chunks gives the same numbers as one scan; the advocates draw
+    from ``fold_in`` of that with :data:`ACT_STREAM`. Returns the final state and the stacked metrics."""
 
-    def body(s, t):
-        k = jax.random.fold_in(key, getattr(s, "t", t))
-        k_act, k_step = jax.random.split(k)
-        actions = act(k_act, params, s, scenario.observe(params, s))
-        s, tr = scenario.step(k_step, s, actions, params)
+    def body(s, i):
+        k = jax.random.fold_in(key, getattr(s, "t", i))
+        actions = act(jax.random.fold_in(k, ACT_STREAM), params, s, scenario.observe(params, s))
+        s, tr = scenario.step(k, s, actions, params)
         return s, tr.metrics
-
-    import jax.numpy as jnp
 
     return jax.lax.scan(body, state, jnp.arange(length))
