@@ -129,6 +129,8 @@ def make_act(scenario, params, srcs: list[Source]) -> Callable:
         out = None
         for j, label in enumerate(distinct):
             a = by_label[label](key, params, state, obs)
+            if hasattr(a, "stacked"):  # a scenario's compact scripted actions, as the array layout
+                a = a.stacked(params, state)
             out = a if out is None else jnp.where((which == j)[..., None], a, out)
         return out
 

@@ -324,20 +324,34 @@ def _no_deal(bargain: Bargain) -> Outcome:
 
 
 def scripted_reports(strategy: str, params: EnvParams, state: EnvState) -> jax.Array:
-    """``f32[1 + k, N, 1]``: the reports of scripted advocates (:mod:`coasejax.advocates`), seat 0 each emitter's
-    report â and seat s its slot-s victim's report ĉ, each by the protocol of the emitter's provider."""
+    """The reports of scripted advocates (:mod:`coasejax.advocates`): each emitter's report â and each slot-s
+    victim's report ĉ, by the protocol of the emitter's provider (:class:`Reports`; ``.stacked()`` is the scenario's
+    action layout ``f32[1 + k, N, 1]``)."""
     pop, graph, pp = state.pop, params.graph, params.provider
-    c_nb = graph.out(pop.c)
     kinds = tuple(dict.fromkeys(pp.protocols))
     if strategy == "truthful" or kinds == ("none",):
-        a_hat, c_hat = pop.a, c_nb
+        return Reports(None, None)
     else:
+        c_nb = graph.out(pop.c)
         terms = terms_of(params, graph.k)
         s_e, s_v = _shading(strategy, params, pop, state.indiv, graph)
         a_hat, c_hat = _by_protocol(pp, pop.provider, kinds)([
             (pop.a, c_nb) if kind == "none" else advocates.reports(strategy, kind, pop.a, c_nb, terms, s_e, s_v)
             for kind in kinds])
-    return jnp.concatenate([a_hat[None], c_hat])[..., None]
+    return Reports(a_hat, c_hat)
+
+
+class Reports(NamedTuple):
+    """The reports of scripted advocates without stacking them into ``f32[1 + k, N, 1]`` (a copy of every report that
+    the plain engine does not need): the emitters' ``f32[N]`` and the victims' per slot ``f32[k, N]``."""
+
+    emitters: jax.Array | None  # None: the true benefit slopes
+    victims: jax.Array | None  # None: the true harm sensitivities
+
+    def stacked(self, params: "EnvParams", state: "EnvState") -> jax.Array:
+        a = state.pop.a if self.emitters is None else self.emitters
+        c = params.graph.out(state.pop.c) if self.victims is None else self.victims
+        return jnp.concatenate([a[None], c])[..., None]
 
 
 def truthful_reports(params: EnvParams, state: EnvState) -> jax.Array:
@@ -415,7 +429,11 @@ def _bargain(params: EnvParams, state: EnvState, cx: _Context, reports: jax.Arra
     sp, k = params.state, graph.k
     er, tax, fence = params.emitter_right, sp.pigou_tax, cx.fence
     kinds = tuple(dict.fromkeys(params.provider.protocols))
-    a_hat, c_hat = reports[0, :, 0], reports[1:, :, 0]
+    if isinstance(reports, Reports):  # scripted: None is the truth (no copy of the types)
+        a_hat = pop.a if reports.emitters is None else reports.emitters
+        c_hat = cx.c_nb if reports.victims is None else reports.victims
+    else:
+        a_hat, c_hat = reports[0, :, 0], reports[1:, :, 0]
     a_hat, _, changed = constrain(RULES, "report_a", a_hat, cx.rp, cx.ctx)
     audit = cx.audit.add(changed)
     c_hat, _, changed = constrain(RULES, "report_c", c_hat, cx.rp, cx.ctx)
