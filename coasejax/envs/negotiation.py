@@ -62,6 +62,9 @@ from coasejax.rules.provider import ProviderParams, choose_providers, segment_to
 
 #: action fields, in order (each in (0, 1) except ``report``, in (0, 2))
 ACTIONS = ("demand", "threshold", "report", "participate")
+#: the bounds of each action field (a learned policy squashes into ``(LOW, HIGH)``)
+LOW = (0.0, 0.0, 0.0, 0.0)
+HIGH = (1.0, 1.0, 2.0, 1.0)
 #: observation features, in order
 OBSERVATION = ("is_emitter", "is_proposer", "own_discount", "other_discount", "benefit", "harm", "surplus",
                "emitter_right", "per_round_cost", "offers_left", "emitter_reputation", "first_offer")
@@ -96,6 +99,7 @@ class Params:
     contract_rounds: int = struct.field(pytree_node=False, default=8)
     emitter_first: bool = struct.field(pytree_node=False, default=True)
     random_opener: bool = struct.field(pytree_node=False, default=False)  # first_mover: random, per episode
+    n: int = struct.field(pytree_node=False, default=0)  # bargains (``population.n_agents``), for :func:`reset`
 
     @classmethod
     def from_config(cls, cfg) -> "Params":
@@ -108,12 +112,18 @@ class Params:
                    providers=ProviderParams.from_config(cfg), benefit=cfg.population.benefit,
                    harm=cfg.population.harm, protocol=m.kind, horizon=m.horizon,
                    contract_rounds=env.contract_rounds, emitter_first=m.first_mover == "emitter",
-                   random_opener=m.first_mover == "random")
+                   random_opener=m.first_mover == "random", n=cfg.population.n_agents)
 
     @property
     def groups(self) -> int:
         """Episode groups for the metrics: rights regime × cost (``regime_index · Gc + cost_index``)."""
         return self.regimes.shape[0] * self.costs.shape[0]
+
+    @property
+    def burn_in(self) -> int:
+        """Rounds an evaluation plays before it measures: every bargain through its first contract (episodes of
+        a fresh population start together), plus two."""
+        return self.contract_rounds + 2
 
 
 @struct.dataclass
@@ -247,8 +257,10 @@ def _fresh(params: Params, words: jax.Array):
             opener)
 
 
-def reset(key: jax.Array, params: Params, n: int) -> State:
-    """``n`` bargains at the start of their first episode; providers assigned uniformly at random."""
+def reset(key: jax.Array, params: Params, n: int | None = None) -> State:
+    """``n`` bargains (default ``params.n``) at the start of their first episode; providers assigned uniformly at
+    random."""
+    n = params.n if n is None else n
     words = round_words(key, 7, n)
     a, c, cost, regime, opener = _fresh(params, words[:5])
     m = params.providers.count

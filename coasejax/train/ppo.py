@@ -1,30 +1,44 @@
-"""Proximal policy optimisation (Schulman et al. 2017) for the multi-round Coase scenario, with provider self-play.
+"""Proximal policy optimisation (Schulman et al. 2017) for any scenario of the interface
+(:mod:`coasejax.scenarios.base`), with provider self-play.
+
+This module holds no scenario-specific code: it drives the scenario's ``reset``, ``observe``, ``step``,
+``seat_providers``, ``decisions``, ``discount`` and ``metrics`` and reads the layout and bounds of its :class:`Spec`.
 
 Read top to bottom:
 1. **Actions.** Each seat's advocate (:class:`coasejax.policies.ActorCritic`, parameters shared within a provider and
    stacked across providers) outputs the mean of a Gaussian ``z``; :func:`squash` maps ``z`` into each action's
-   bounded range (a logistic-normal distribution). Log-probabilities are those of ``z`` and count only the action
-   fields the seat's choice decides this round (:func:`coasejax.envs.negotiation.decisions`).
-2. **Rollout.** ``train.rollout`` rounds of every bargain under ``lax.scan``; the environment is continuing (bargains
+   range, ``low + (high − low)·sigmoid(z)`` with ``(low, high)`` the spec's bounds (a logistic-normal distribution),
+   times the seat's own value ``observation[0]`` where the spec is ``relative``. **The deployed policy** (``simulate``,
+   ``compare``, evaluation) plays the mean: given one provider's parameter dict ``p`` of the checkpoint (a flax
+   ``ActorCritic`` of ``policy.hidden`` and ``policy.activation``, ``len(spec.actions)`` outputs),
+   ``mean, _, _ = ActorCritic(...).apply(p, obs)`` and the action is ``low + (high − low)·sigmoid(mean)`` (times
+   ``obs[..., 0]`` where relative). The mean starts at the truthful action, in logits clipped to ±``INIT_LOGIT``
+   (so that every field is explored: a truthful "always take part" of 1 starts at sigmoid(0.5) = 0.62).
+   Log-probabilities are those of ``z`` and count only the action fields the seat's choice decides this round
+   (``scenario.decisions``; None: all of them).
+2. **Rollout.** ``train.rollout`` rounds of every seat under ``lax.scan``; the environment is continuing (bargains
    restart when their episode ends), so rollouts pick up where the last one stopped.
-3. **GAE** (Schulman et al. 2016) per seat, with the seat's own discount factor (``mechanism.discount_emitter`` or
-   ``discount_victims``) and ``train.gae_lambda``, bootstrapped from the critic at the rollout's end.
-4. **Update.** ``train.epochs`` passes of ``train.minibatches`` minibatches (contiguous blocks of bargains, taken in a
-   random order each epoch: bargains are exchangeable, so no permutation of the agent axis is needed) on the clipped
-   objective plus ``train.value_coef`` × the value loss minus ``train.entropy_coef`` × the entropy. Every provider's
-   loss covers its own seats only, so its gradient is its clients' interest. The action sd is learned, or, with
-   ``train.final_log_std``, annealed linearly from ``train.init_log_std``: the mean of a noisy policy hedges against
-   the other side's noise (a proposer demands less than the subgame-perfect share while responders' thresholds
-   scatter), so the means reach the equilibrium only as the noise goes; scripted providers
-   (``providers.advocate: truthful``) play :data:`coasejax.envs.negotiation.TRUTHFUL_ACTION` and are not trained.
+3. **GAE** (Schulman et al. 2016) per seat, with the seat's own discount factor (``scenario.discount``, default 0.99;
+   in ``coase_rounds`` ``mechanism.discount_emitter`` or ``discount_victims``) and ``train.gae_lambda``,
+   bootstrapped from the critic at the rollout's end.
+4. **Update.** ``train.epochs`` passes of ``train.minibatches`` minibatches (contiguous blocks of the agent axis,
+   taken in a random order each epoch: agents are exchangeable, so no permutation of the agent axis is needed) on the
+   clipped objective plus ``train.value_coef`` × the value loss minus ``train.entropy_coef`` × the entropy. Every
+   provider's loss covers its own seats only, so its gradient is its clients' interest. The action sd is learned, or,
+   with ``train.final_log_std``, annealed linearly from ``train.init_log_std``: the mean of a noisy policy hedges
+   against the other side's noise (a proposer demands less than the subgame-perfect share while responders'
+   thresholds scatter), so the means reach the equilibrium only as the noise goes; scripted providers
+   (``providers.advocate: truthful``) play the spec's truthful action and are not trained.
 5. **Self-play with a pool.** Every ``train.pool_every`` iterations the current parameters enter a ring of
-   ``train.pool_size`` snapshots; in a share ``train.pool_prob`` of bargains one side (chosen at random) plays a
-   snapshot drawn once per iteration, and is not trained on.
+   ``train.pool_size`` snapshots; in a share ``train.pool_prob`` of the agent axis one seat (chosen at random) plays
+   a snapshot drawn once per iteration, and is not trained on.
 6. **Chunks** of iterations are scanned and ``vmap``ped over ``train.seeds``; iteration t draws from
    ``fold_in(key, t)``, so a run resumed from a checkpoint ends bit-identical to an uninterrupted one.
-7. **Evaluation** (:meth:`PPO.metrics`) plays the mean actions in a fresh population and reports the welfare keys of
+7. **Evaluation** (:meth:`PPO.metrics`) plays the mean actions in a fresh population for the scenario's
+   ``params.burn_in`` rounds (default 0) and then ``env.eval_rounds`` measured rounds (default 64), and reports
+   ``scenario.metrics`` of the metrics summed over the measured rounds (in ``coase_rounds``: the welfare keys of
    ``coasejax simulate``, the cost curve against its analytic counterpart, the first proposer's share against
-   Rubinstein's, and each provider's market share and client utility.
+   Rubinstein's, and each provider's market share and client utility).
 """
 
 from __future__ import annotations
@@ -37,21 +51,34 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from coasejax.envs import negotiation as env
 from coasejax.policies import ActorCritic, take
+from coasejax.scenarios.base import Scenario
 from coasejax.train.es import optimizer, seed_keys
 
-#: upper end of each action's range (lower ends are 0): demand, threshold, report ratio, participation
-HIGH = (1.0, 1.0, 2.0, 1.0)
-#: the pre-squash mean each action starts at: an equal split, truthful reports, taking part (sigmoid(0.5) = 0.62,
-#: so that sitting out is explored: with the initial sd 0.61 a seat draws z < 0 a fifth of the time)
-INIT_BIAS = (0.0, 0.0, 0.0, 0.5)
+# re-exports for train/run.py and eval/compare.py until they import from the scenario (scenario analytics live there)
+from coasejax.scenarios.coase_rounds import cost_curve, summarise_totals  # noqa: E402,F401
+
+#: the initial pre-squash mean is the truthful action's logit, clipped to ±INIT_LOGIT
+INIT_LOGIT = 0.5
+#: the discount factor of a scenario without ``discount``
+DEFAULT_DISCOUNT = 0.99
 LOG_2PI = math.log(2 * math.pi)
 
 
-def squash(z: jax.Array) -> jax.Array:
-    """``f32[..., A]``: pre-squash Gaussian draws to actions in ``(0, HIGH)``."""
-    return jnp.asarray(HIGH, z.dtype) * jax.nn.sigmoid(z)
+def squash(z: jax.Array, low, high) -> jax.Array:
+    """``f32[..., A]``: pre-squash Gaussian draws to actions in ``(low, high)``: ``low + (high − low)·sigmoid(z)``."""
+    lo, hi = jnp.asarray(low, z.dtype), jnp.asarray(high, z.dtype)
+    return lo + (hi - lo) * jax.nn.sigmoid(z)
+
+
+def init_bias(spec) -> tuple[float, ...]:
+    """The pre-squash mean each action starts at: the truthful action's logit within its bounds, clipped to
+    ±:data:`INIT_LOGIT`."""
+    out = []
+    for lo, hi, t in zip(spec.low, spec.high, spec.truthful):
+        f = min(max((t - lo) / (hi - lo), 1e-6), 1 - 1e-6)
+        out.append(float(np.clip(math.log(f / (1 - f)), -INIT_LOGIT, INIT_LOGIT)))
+    return tuple(out)
 
 
 def log_prob(z, mean, log_std, use):
@@ -65,7 +92,7 @@ class PPOState(NamedTuple):
     opt_state: Any
     key: jax.Array  # the run's key; iteration t uses fold_in(key, t)
     step: jax.Array  # i32[] iterations done
-    env: env.State  # the continuing environment
+    env: Any  # the scenario's continuing state
     pool: Any  # stacked snapshots, leading axis max(pool_size, 1), then M
     pool_count: jax.Array  # i32[] snapshots taken
 
@@ -73,46 +100,64 @@ class PPOState(NamedTuple):
 class StepMetrics(NamedTuple):
     utility: jax.Array  # f32[M] mean reward per seat and round of each provider's seats
     grad_norm: jax.Array  # f32[] global norm of the last minibatch's gradient
-    provider_shares: jax.Array  # f32[M] share of clients at the rollout's end
-    efficiency: jax.Array  # f32[] (W − W_sq)/(W* − W_sq) of the rollout (exploring play)
-    deal_rate: jax.Array  # f32[] agreements per negotiation opened in the rollout
+    provider_shares: jax.Array  # f32[M] share of the seats each provider holds at the rollout's end
+    efficiency: jax.Array  # f32[] scenario.metrics' efficiency of the rollout (exploring play; nan if none)
+    deal_rate: jax.Array  # f32[] scenario.metrics' deal rate of the rollout (nan if none)
     value_loss: jax.Array
     std: jax.Array  # f32[] mean action sd (pre-squash) over learned providers
 
 
 class Batch(NamedTuple):
-    obs: jax.Array  # f32[T, 2, N, D]
-    z: jax.Array  # f32[T, 2, N, A]
-    use: jax.Array  # bool[T, 2, N, A]
-    logp: jax.Array  # f32[T, 2, N]
-    provider: jax.Array  # i32[T, 2, N]
-    trained: jax.Array  # bool[T, 2, N]
-    adv: jax.Array  # f32[T, 2, N]
-    ret: jax.Array  # f32[T, 2, N]
+    obs: jax.Array  # f32[T, S, N, D]
+    z: jax.Array  # f32[T, S, N, A]
+    use: jax.Array  # bool[T, S, N, A]
+    logp: jax.Array  # f32[T, S, N]
+    provider: jax.Array  # i32[T, S, N]
+    trained: jax.Array  # bool[T, S, N]
+    adv: jax.Array  # f32[T, S, N]
+    ret: jax.Array  # f32[T, S, N]
 
 
 def _norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(tree)))
 
 
-class PPO:
-    """The PPO algorithm for ``cfg`` (``train.algo: ppo``, ``env.kind: coase_rounds``), with the interface
-    :mod:`coasejax.train.run` drives: ``init_states``, ``make_chunk``, ``metrics``, ``log_row``."""
+def _sum_rounds(tree):
+    return jax.tree.map(lambda x: jnp.sum(x, axis=0), tree)
 
-    def __init__(self, cfg):
-        self.cfg, self.tc = cfg, cfg.train
-        self.params = env.Params.from_config(cfg)
-        self.n = cfg.population.n_agents
+
+class PPO:
+    """The PPO algorithm for ``cfg`` (``train.algo: ppo``) on ``scenario`` (default: the registered scenario of
+    ``env.kind``), with the interface :mod:`coasejax.train.run` drives: ``init_states``, ``make_chunk``,
+    ``metrics``, ``log_row``, ``name``, ``n_providers``, ``agents_per_iteration`` and ``layout`` (the spec's, for
+    the checkpoint's metadata)."""
+
+    def __init__(self, cfg, scenario: Scenario | None = None):
+        if scenario is None:
+            from coasejax import scenarios
+
+            scenario = scenarios.get(cfg.env.kind)
+        self.cfg, self.tc, self.scenario = cfg, cfg.train, scenario
+        self.params = scenario.params(cfg)
+        self.spec = spec = scenario.spec(self.params)
+        self.layout = spec.layout()
+        obs = jax.eval_shape(lambda k: scenario.observe(self.params, scenario.reset(k, self.params)),
+                             jax.random.PRNGKey(0))
+        self.seats, self.n, self.obs_dim = obs.shape  # S, N, D
+        self.n_actions = len(spec.actions)
         self.m = cfg.providers.count
         self.learned = jnp.asarray([a == "learned" for a in cfg.providers.advocates()])
         self.all_learned = all(a == "learned" for a in cfg.providers.advocates())
-        self.module = ActorCritic(hidden=tuple(cfg.policy.hidden), n_actions=len(env.ACTIONS),
-                                  activation=cfg.policy.activation, init_bias=INIT_BIAS,
+        self.module = ActorCritic(hidden=tuple(cfg.policy.hidden), n_actions=self.n_actions,
+                                  activation=cfg.policy.activation, init_bias=init_bias(spec),
                                   init_log_std=self.tc.init_log_std)
-        self.name = f"coase_rounds/{cfg.mechanism.kind}"
+        self.discount = (jnp.full((self.seats,), DEFAULT_DISCOUNT, jnp.float32) if scenario.discount is None
+                         else jnp.asarray(scenario.discount(self.params), jnp.float32))
+        self.burn_in = int(getattr(self.params, "burn_in", 0))
+        self.eval_rounds = int(getattr(cfg.env, "eval_rounds", 64))
+        self.name = f"{scenario.name}/{cfg.mechanism.kind}"
         self.n_providers = self.m
-        self.agents_per_iteration = 2 * self.n * self.tc.rollout  # seat decisions per iteration
-        self.obs_dim = len(env.OBSERVATION)
+        self.agents_per_iteration = self.seats * self.n * self.tc.rollout  # seat decisions per iteration
 
     # -- the policy ---------------------------------------------------------------------------------------------------
     def log_std_at(self, step):
@@ -140,16 +185,37 @@ class PPO:
             ls = jnp.full_like(mean, log_std)
         return mean, ls, value
 
+    def actions(self, z, obs):
+        """The actions of pre-squash ``z``: ``low + (high − low)·sigmoid(z)``, times the seat's own value
+        ``obs[..., 0]`` where the spec is relative."""
+        acts = squash(z, self.spec.low, self.spec.high)
+        return acts * obs[..., :1] if self.spec.relative else acts
+
+    def truthful(self, obs):
+        t = jnp.asarray(self.spec.truthful, jnp.float32)
+        return t * obs[..., :1] if self.spec.relative else jnp.broadcast_to(t, obs.shape[:-1] + t.shape)
+
     def act(self, stack, obs, provider, eps, log_std=None, learned=None):
         """Pre-squash draws ``z`` (``eps`` None: the means), their actions, the distribution and the values;
-        providers not ``learned`` (default: per ``providers.advocate``) play the scripted truthful action."""
+        providers not ``learned`` (default: per ``providers.advocate``) play the spec's truthful action."""
         mean, log_std, value = self.forward(stack, obs, provider, log_std)
         z = mean if eps is None else mean + jnp.exp(log_std) * eps
-        acts = squash(z)
+        acts = self.actions(z, obs)
         if learned is not None or not self.all_learned:
             scripted = ~(self.learned if learned is None else learned)[provider]
-            acts = jnp.where(scripted[..., None], jnp.asarray(env.TRUTHFUL_ACTION, acts.dtype), acts)
+            acts = jnp.where(scripted[..., None], self.truthful(obs).astype(acts.dtype), acts)
         return z, acts, mean, log_std, value
+
+    def decisions(self, es):
+        if self.scenario.decisions is None:
+            return jnp.ones((self.seats, self.n, self.n_actions), bool)
+        return self.scenario.decisions(self.params, es)
+
+    def summary(self, summed) -> dict:
+        """``scenario.metrics`` of metrics summed over rounds (without it: the summed fields themselves)."""
+        if self.scenario.metrics is None:
+            return dict(summed._asdict()) if hasattr(summed, "_asdict") else {"metrics": summed}
+        return self.scenario.metrics(self.params, summed)
 
     # -- initial state ------------------------------------------------------------------------------------------------
     def init(self, key):
@@ -158,30 +224,30 @@ class PPO:
         stack = jax.vmap(lambda k: self.module.init(k, dummy))(jax.random.split(k_init, self.m))
         pool = jax.tree.map(lambda x: jnp.broadcast_to(x, (max(self.tc.pool_size, 1),) + x.shape), stack)
         return PPOState(stack, optimizer(self.tc).init(stack), k_run, jnp.zeros((), jnp.int32),
-                        env.reset(k_env, self.params, self.n), pool, jnp.zeros((), jnp.int32))
+                        self.scenario.reset(k_env, self.params), pool, jnp.zeros((), jnp.int32))
 
     def init_states(self):
         return jax.vmap(self.init)(seed_keys(self.tc))
 
     # -- rollout ------------------------------------------------------------------------------------------------------
     def rollout(self, state: PPOState, key):
-        tc, p = self.tc, self.params
+        tc, p, sc = self.tc, self.params, self.scenario
         k_pool, k_steps = jax.random.split(key)
         ls = self.log_std_at(state.step)
         use_pool = tc.pool_size > 0 and tc.pool_prob > 0
-        if use_pool:  # one snapshot per iteration; one side of a share pool_prob of the bargains plays it
+        if use_pool:  # one snapshot per iteration; one seat of a share pool_prob of the agent axis plays it
             kp = jax.random.split(k_pool, 3)
             which = jax.random.randint(kp[0], (), 0, jnp.maximum(jnp.minimum(state.pool_count, tc.pool_size), 1))
             snapshot = take(state.pool, which)
-            side = jax.random.bernoulli(kp[1], 0.5, (self.n,))
+            side = jax.random.randint(kp[1], (self.n,), 0, self.seats)
             pooled = jax.random.bernoulli(kp[2], tc.pool_prob, (self.n,)) & (state.pool_count > 0)
-            pooled = jnp.stack([pooled & ~side, pooled & side])
+            pooled = jnp.stack([pooled & (side == s) for s in range(self.seats)])
 
         def body(es, t):
             k_act, k_env = jax.random.split(jax.random.fold_in(k_steps, t))
-            obs = env.observe(p, es)
-            use = env.decisions(p, es)
-            prov = env.seat_providers(es)
+            obs = sc.observe(p, es)
+            use = self.decisions(es)
+            prov = sc.seat_providers(p, es)
             eps = jax.random.normal(k_act, use.shape, jnp.float32)
             z, acts, mean, log_std, value = self.act(state.params, obs, prov, eps, ls)
             trained = self.learned[prov]
@@ -190,24 +256,25 @@ class PPO:
                 acts = jnp.where(pooled[..., None], acts_p, acts)
                 trained = trained & ~pooled
             logp = log_prob(z, mean, log_std, use)
-            es2, r = env.step(k_env, es, p, acts)
-            seat_r = jnp.stack([jnp.sum(jnp.where(prov == j, r.reward, 0.0)) for j in range(self.m)])
-            tot = jnp.stack([jnp.sum(r.gain), jnp.sum(r.gain_star), jnp.sum(r.started.astype(jnp.float32)),
-                             jnp.sum(r.agreed.astype(jnp.float32))])
+            es2, tr = sc.step(k_env, es, acts, p)
+            seat_r = jnp.stack([jnp.sum(jnp.where(prov == j, tr.reward, 0.0)) for j in range(self.m)])
             seats = jnp.stack([jnp.sum((prov == j).astype(jnp.float32)) for j in range(self.m)])
-            return es2, (obs, z, use, logp, prov, trained, value, r.reward, r.done, seat_r, seats, tot)
+            return es2, (obs, z, use, logp, prov, trained, value, tr.reward, tr.done, seat_r, seats, tr.metrics)
 
         es, out = jax.lax.scan(body, state.env, jnp.arange(tc.rollout))
-        obs, z, use, logp, prov, trained, value, reward, done, seat_r, seats, tot = out
-        _, _, last_value = self.forward(state.params, env.observe(p, es), env.seat_providers(es))
-        return es, (obs, z, use, logp, prov, trained, value, reward, done, last_value), (seat_r, seats, tot)
+        obs, z, use, logp, prov, trained, value, reward, done, seat_r, seats, metrics = out
+        _, _, last_value = self.forward(state.params, sc.observe(p, es), sc.seat_providers(p, es))
+        return es, (obs, z, use, logp, prov, trained, value, reward, done, last_value), (seat_r, seats, metrics)
 
-    # -- advantages ---------------------------------------------------------------------------------------------------
+# -- advantages ---------------------------------------------------------------------------------------------------
     def gae(self, value, reward, done, last_value):
-        """Advantages and returns, ``f32[T, 2, N]``, each seat discounted by its side's factor."""
-        gamma = self.params.discount[:, None]  # f32[2, 1]
+        """Advantages and returns, ``f32[T, S, N]``, each seat discounted by its own factor; ``done`` is
+        ``bool[T, N]`` (every seat of an agent-axis entry at once) or ``bool[T, S, N]``."""
+        gamma = self.discount[:, None]  # f32[S, 1]
         lam = self.tc.gae_lambda
-        live = 1.0 - done[:, None, :].astype(jnp.float32)  # the episode goes on after round t
+        if done.ndim == reward.ndim - 1:
+            done = done[:, None, :]
+        live = 1.0 - done.astype(jnp.float32)  # the episode goes on after round t
 
         def body(carry, x):
             adv_next, v_next = carry
@@ -238,7 +305,7 @@ class PPO:
         nb = tc.minibatches
         opt = optimizer(tc)
 
-        def blocks(x):  # [T, 2, N, ...] -> [nb, T, 2, N/nb, ...]
+        def blocks(x):  # [T, S, N, ...] -> [nb, T, S, N/nb, ...]
             t, s, n = x.shape[:3]
             return jnp.moveaxis(x.reshape((t, s, nb, n // nb) + x.shape[3:]), 2, 0)
 
@@ -263,7 +330,7 @@ class PPO:
         tc = self.tc
         key = jax.random.fold_in(state.key, state.step)
         k_roll, k_upd = jax.random.split(key)
-        es, (obs, z, use, logp, prov, trained, value, reward, done, last_value), (seat_r, seats, tot) = \
+        es, (obs, z, use, logp, prov, trained, value, reward, done, last_value), (seat_r, seats, rounds) = \
             self.rollout(state, k_roll)
         adv, ret = self.gae(value, reward, done, last_value)
         acted = trained & jnp.any(use, axis=-1)
@@ -282,16 +349,20 @@ class PPO:
             pool = jax.tree.map(lambda pl, x: jnp.where(snap, pl.at[slot].set(x), pl), pool, params)
             pool_count = pool_count + snap.astype(jnp.int32)
         new = PPOState(params, opt_state, state.key, step, es, pool, pool_count)
-        seat_r, seats, tot = jnp.sum(seat_r, 0), jnp.sum(seats, 0), jnp.sum(tot, 0)
-        shares = jnp.stack([jnp.mean((es.provider == j).astype(jnp.float32)) for j in range(self.m)])
+        seat_r, seats = jnp.sum(seat_r, 0), jnp.sum(seats, 0)
+        ev = self.summary(_sum_rounds(rounds))
+        nan = jnp.float32(jnp.nan)
+        prov_end = self.scenario.seat_providers(self.params, es)
+        shares = jnp.stack([jnp.mean((prov_end == j).astype(jnp.float32)) for j in range(self.m)])
         log_std = params["params"]["log_std"]
         if tc.final_log_std is not None:
             log_std = jnp.full_like(log_std, self.log_std_at(state.step))
         std = jnp.sum(jnp.where(self.learned[:, None], jnp.exp(log_std), 0.0)) / jnp.maximum(
             jnp.sum(self.learned) * log_std.shape[-1], 1)
         metrics = StepMetrics(utility=seat_r / jnp.maximum(seats, 1.0), grad_norm=gnorm, provider_shares=shares,
-                              efficiency=tot[0] / jnp.maximum(tot[1], 1e-12),
-                              deal_rate=tot[3] / jnp.maximum(tot[2], 1.0), value_loss=vloss, std=std)
+                              efficiency=jnp.asarray(ev.get("efficiency", nan), jnp.float32),
+                              deal_rate=jnp.asarray(ev.get("deal_rate", nan), jnp.float32), value_loss=vloss,
+                              std=std)
         return new, metrics
 
     def make_chunk(self, length: int):
@@ -313,127 +384,35 @@ class PPO:
                 "train_provider_shares": np.mean(last(m.provider_shares), axis=0).tolist()}
 
     # -- evaluation ---------------------------------------------------------------------------------------------------
-    def play(self, key, stacks, n: int, rounds: int, burn_in: int, provider=None, learned=None):
+    def play(self, key, stacks, n: int | None = None, rounds: int | None = None, burn_in: int | None = None,
+             provider=None, learned=None):
         """Mean actions of ``stacks`` (providers' parameters; ``learned``: which of them are not scripted) for
-        ``burn_in`` + ``rounds`` rounds of ``n`` fresh bargains (``provider``: the initial assignment, default
-        uniform at random). Returns the per-group totals
-        ``f32[len(TOTALS), G]`` and per-provider ``(clients·rounds, utility sum)`` ``f32[2, M]`` of the measured
-        rounds."""
-        p = self.params
+        ``burn_in`` (default the scenario's) + ``rounds`` (default ``env.eval_rounds``) rounds of a fresh population
+        of the scenario (``n``, if given, must be its size; ``provider``: the initial assignment, for states with a
+        ``provider`` field, default the scenario's). Returns the scenario's metrics summed over the measured rounds
+        (in ``coase_rounds`` a ``(totals, providers)`` NamedTuple)."""
+        p, sc = self.params, self.scenario
+        if n is not None and n != self.n:
+            raise ValueError(f"play: the scenario has {self.n} agents, not {n} (set population.n_agents)")
+        rounds = self.eval_rounds if rounds is None else rounds
+        burn_in = self.burn_in if burn_in is None else burn_in
         k_reset, k_run = jax.random.split(key)
-        state = env.reset(k_reset, p, n)
+        state = sc.reset(k_reset, p)
         if provider is not None:
             state = state.replace(provider=provider)
 
         def body(es, t):
-            obs = env.observe(p, es)
-            prov = env.seat_providers(es)
+            obs = sc.observe(p, es)
+            prov = sc.seat_providers(p, es)
             _, acts, *_ = self.act(stacks, obs, prov, None, learned=learned)
-            es2, r = env.step(jax.random.fold_in(k_run, t), es, p, acts)
-            util = r.reward[0] + jnp.roll(r.reward[1], 1)
-            per_prov = jnp.stack([jnp.stack([jnp.sum((es.provider == j).astype(jnp.float32)),
-                                             jnp.sum(jnp.where(es.provider == j, util, 0.0))])
-                                  for j in range(self.m)], axis=-1)
-            on = (t >= burn_in).astype(jnp.float32)
-            return es2, (env.round_totals(p, r) * on, per_prov * on)
+            es2, tr = sc.step(jax.random.fold_in(k_run, t), es, acts, p)
+            on = t >= burn_in
+            return es2, jax.tree.map(lambda x: jnp.where(on, x, jnp.zeros_like(x)), tr.metrics)
 
-        _, (totals, per_prov) = jax.lax.scan(body, state, jnp.arange(burn_in + rounds))
-        return jnp.sum(totals, 0), jnp.sum(per_prov, 0)
+        _, per_round = jax.lax.scan(body, state, jnp.arange(burn_in + rounds))
+        return _sum_rounds(per_round)
 
     def metrics(self, key, stack) -> dict:
-        """Evaluation of the mean actions of ``stack`` in ``population.n_agents`` fresh bargains."""
-        p = self.params
-        totals, per_prov = self.play(key, stack, self.n, self.cfg.env.eval_rounds, p.contract_rounds + 2)
-        return summarise_totals(p, totals, per_prov)
-
-
-def summarise_totals(p: env.Params, totals: jax.Array, per_prov: jax.Array) -> dict:
-    """The evaluation's metrics from :func:`PPO.play`'s totals (traceable; arrays per group and per provider)."""
-    t = dict(zip(env.TOTALS, totals))
-    all_ = {k: jnp.sum(v) for k, v in t.items()}
-    safe = lambda a, b: a / jnp.maximum(b, 1e-12)  # noqa: E731
-    zero_cost = (p.costs == 0.0)[None, :].repeat(p.regimes.shape[0], 0).reshape(-1)
-
-    def opener_share(side):  # the opener's mean share in first-offer agreements at zero cost (None: none)
-        n_ = jnp.sum(jnp.where(zero_cost, t[f"first_offer_{side}"], 0.0))
-        return safe(jnp.sum(jnp.where(zero_cost, t[f"share_{side}"], 0.0)), n_), n_ > 0
-
-    (share, any_e), (share_v, any_v) = opener_share("e"), opener_share("v")
-    theory, theory_v = env.rubinstein_split(p, emitter_first=True), env.rubinstein_split(p, emitter_first=False)
-    error = jnp.maximum(jnp.where(any_e, jnp.abs(share - theory), 0.0), jnp.where(any_v, jnp.abs(share_v - theory_v),
-                                                                                    0.0))
-    rounds = all_["rounds"]
-    efficiency = safe(all_["gain"], all_["gain_star"])
-    welfare, first_best = all_["gain"] + all_["status_quo"], all_["gain_star"] + all_["status_quo"]
-    out = {  # the welfare keys of `coasejax simulate` (sums over bargains and measured rounds), then per round
-        "welfare": welfare,
-        "first_best_welfare": first_best,
-        "status_quo_welfare": all_["status_quo"],
-        "efficiency": efficiency,
-        "welfare_ratio": safe(welfare, first_best),
-        "deadweight_loss": first_best - welfare,
-        "transfers": all_["transfer"],
-        "transaction_costs_paid": all_["costs"],
-        "efficiency_gap": 1.0 - efficiency,
-        "gain_per_bargain_round": safe(all_["gain"], rounds),
-        "first_best_gain_per_bargain_round": safe(all_["gain_star"], rounds),
-        "transaction_costs_per_bargain_round": safe(all_["costs"], rounds),
-        "transfers_per_bargain_round": safe(all_["transfer"], rounds),
-        "mean_activity": safe(all_["activity"], rounds),
-        "first_best_mean_activity": safe(all_["activity_star"], rounds),
-        "deal_rate": safe(all_["agreed"], all_["started"]),
-        "first_offer_rate": safe(all_["first_offer"], all_["started"]),
-        "sit_out_rate": safe(all_["sat_out"], all_["started"]),
-        "contract_share": safe(all_["contract"], rounds),
-        "breach_rate": safe(all_["breached"], all_["contract"]),
-        "analytic_efficiency": safe(all_["analytic_gain"], all_["episode_value"]),
-        "analytic_deal_rate": safe(all_["analytic_deal"], all_["started"]),
-        "strategic_efficiency": safe(all_["strategic_gain"], all_["episode_value"]),
-        "strategic_deal_rate": safe(all_["strategic_deal"], all_["started"]),
-        "proposer_share": share,
-        "rubinstein_share": theory,
-        "proposer_share_victims": share_v,
-        "rubinstein_share_victims": theory_v,
-        "proposer_share_error": error,
-        "utility": safe(jnp.sum(per_prov[1]), jnp.sum(per_prov[0])),
-        "efficiency_by_group": safe(t["gain"], t["gain_star"]),
-        "analytic_efficiency_by_group": safe(t["analytic_gain"], t["episode_value"]),
-        "deal_rate_by_group": safe(t["agreed"], t["started"]),
-        "analytic_deal_rate_by_group": safe(t["analytic_deal"], t["started"]),
-        "strategic_efficiency_by_group": safe(t["strategic_gain"], t["episode_value"]),
-        "strategic_deal_rate_by_group": safe(t["strategic_deal"], t["started"]),
-        "provider_shares": safe(per_prov[0], jnp.sum(per_prov[0])),
-        "provider_utility": safe(per_prov[1], per_prov[0]),
-    }
-    return out
-
-
-
-def cost_curve(cfg, means: dict) -> dict:
-    """The efficiency and deal rate per rights regime and per-round cost — learned, analytic-efficient (both sides
-    take part iff the contract can pay both costs) and analytic-strategic (subgame-perfect split, each side takes
-    part iff its own share pays its cost) — and where each deal-rate curve crosses 1/2 (linear interpolation; None if
-    it does not within the grid): the no-deal threshold of the median bargain, learned and analytic."""
-    costs, regimes = env.grids(cfg)
-    g = len(costs)
-    rows, crossing = [], {}
-    for i, regime in enumerate(regimes):
-        sl = slice(i * g, (i + 1) * g)
-        curve = {k: list(means[f"{k}_by_group"][sl]) for k in (
-            "efficiency", "analytic_efficiency", "strategic_efficiency", "deal_rate", "analytic_deal_rate",
-            "strategic_deal_rate")}
-        for j, cost in enumerate(costs):
-            rows.append({"regime": regime, "per_round_cost": cost, **{k: v[j] for k, v in curve.items()}})
-        crossing[regime] = {"learned_half_deal_cost": _half_crossing(costs, curve["deal_rate"]),
-                            "analytic_half_deal_cost": _half_crossing(costs, curve["analytic_deal_rate"]),
-                            "strategic_half_deal_cost": _half_crossing(costs, curve["strategic_deal_rate"])}
-    return {"curve": rows, "no_deal_threshold": crossing}
-
-
-def _half_crossing(xs: list[float], ys: list[float]) -> float | None:
-    order = np.argsort(xs)
-    x, y = np.asarray(xs, float)[order], np.asarray(ys, float)[order]
-    for j in range(len(x) - 1):
-        if y[j] >= 0.5 > y[j + 1]:
-            return float(x[j] + (y[j] - 0.5) / (y[j] - y[j + 1]) * (x[j + 1] - x[j]))
-    return None
+        """Evaluation of the mean actions of ``stack`` in a fresh population: ``scenario.metrics`` of the measured
+        rounds."""
+        return self.summary(self.play(key, stack))
