@@ -152,6 +152,40 @@ def interim_utility(role: jax.Array, value: jax.Array, bid: jax.Array, opp: Oppo
     return jnp.where(admitted, u, 0.0)
 
 
+def roles(params: AuctionParams, shared: bool) -> tuple[jax.Array, jax.Array]:
+    """``(role_provider i32[R], focal_role i32[P])``: who serves each role, and each provider's deviating role.
+
+    With ``policy.shared`` (sealed-bid formats) one provider serves every bidder; otherwise role j has provider j.
+    The double auction always has two providers, the buyer's (0) and the seller's (1)."""
+    r = params.n_roles
+    if shared and params.format != "double":
+        return jnp.zeros((r,), jnp.int32), jnp.zeros((1,), jnp.int32)
+    return jnp.arange(r, dtype=jnp.int32), jnp.arange(r, dtype=jnp.int32)
+
+
+def win_exponent(params: AuctionParams) -> float:
+    """``m = a(n − 1)``: ``G(v) = v^m`` (a static number: the game's parameters are fixed per config)."""
+    return float(params.power) * (params.n_roles - 1)
+
+
+def win_prob(v: jax.Array, params: AuctionParams) -> jax.Array:
+    """``G(v) = F(v)^(n−1) = v^(a(n−1))``: the chance that value v is the highest of the n (the distribution of the
+    highest opposing value). A feature computed from the game's public parameters (``policy.win_prob``)."""
+    return v ** win_exponent(params)
+
+
+def mirrored(params: AuctionParams, role: jax.Array) -> jax.Array:
+    """``bool``: whether role ``role`` acts in mirrored units, the seller of the double auction: its policy sees
+    ``1 − c`` for cost c and its action ``a`` is the ask ``1 − a`` (so a truthful policy, ``a = 1 − c``, asks c)."""
+    return (params.format == "double") & (role == 1)
+
+
+def observe(v: jax.Array, params: AuctionParams, with_win_prob: bool) -> jax.Array:
+    """``f32[..., d]``: a bidder's observation of its own value, ``[v]``, or ``[v, G(v)]`` with ``policy.win_prob``
+    (the seller of the double auction is given ``v = 1 − c``: :func:`mirrored`)."""
+    return jnp.stack([v, win_prob(v, params)], axis=-1) if with_win_prob else v[..., None]
+
+
 def bid_range(params: AuctionParams) -> tuple[float, float]:
     """Bids a policy may make, ``[0, 1]`` (values lie in [0, 1]; higher bids are dominated)."""
     return 0.0, 1.0

@@ -26,35 +26,14 @@ from coasejax.eval.metrics import auction_metrics
 from coasejax.policies import Advocate, take
 from coasejax.train.game import Game
 
+# the observation and the roles are the auction scenario's too (:mod:`coasejax.scenarios.auction`): one definition
+roles, win_prob, win_exponent, observe = auction.roles, auction.win_prob, auction.win_exponent, auction.observe
+
 
 def stratified_values(key: jax.Array, params: auction.AuctionParams, n: int) -> jax.Array:
     """``f32[n]`` values ``F⁻¹((i + U_i)/n)``: one draw in each of n equal-probability strata (lower variance)."""
     u = (jnp.arange(n, dtype=jnp.float32) + jax.random.uniform(key, (n,))) / n
     return u ** (1.0 / params.power)
-
-
-def roles(params: auction.AuctionParams, shared: bool) -> tuple[jax.Array, jax.Array]:
-    """``(role_provider i32[R], focal_role i32[P])``: who serves each role, and each provider's deviating role."""
-    r = params.n_roles
-    if shared and params.format != "double":
-        return jnp.zeros((r,), jnp.int32), jnp.zeros((1,), jnp.int32)
-    return jnp.arange(r, dtype=jnp.int32), jnp.arange(r, dtype=jnp.int32)
-
-
-def win_prob(v: jax.Array, params: auction.AuctionParams) -> jax.Array:
-    """``G(v) = F(v)^(n−1) = v^(a(n−1))``: the chance that value v is the highest of the n (the distribution of the
-    highest opposing value). A feature computed from the game's public parameters (``policy.win_prob``)."""
-    return v ** win_exponent(params)
-
-
-def win_exponent(params: auction.AuctionParams) -> float:
-    """``m = a(n − 1)``: ``G(v) = v^m`` (a static number: the game's parameters are fixed per config)."""
-    return float(params.power) * (params.n_roles - 1)
-
-
-def observe(v: jax.Array, params: auction.AuctionParams, with_win_prob: bool) -> jax.Array:
-    """``f32[G, d]``: a bidder's observation, ``[v]``, or ``[v, G(v)]`` with ``policy.win_prob``."""
-    return jnp.stack([v, win_prob(v, params)], axis=-1) if with_win_prob else v[:, None]
 
 
 def skip_start(fmt: str) -> str:
@@ -77,7 +56,7 @@ def make_bidders(module: Advocate, params: auction.AuctionParams, role_provider:
     ``bid_all(stack, values f32[M, R]) -> f32[M, R]`` (role j played by provider ``role_provider[j]``)."""
 
     def bid_one(p, v, role):
-        mirrored = (params.format == "double") & (role == 1)
+        mirrored = auction.mirrored(params, role)
         act = module.apply(p, observe(jnp.where(mirrored, 1.0 - v, v), params, module.win_prob))
         return jnp.where(mirrored, 1.0 - act, act)
 
@@ -88,15 +67,20 @@ def make_bidders(module: Advocate, params: auction.AuctionParams, role_provider:
     return bid_one, bid_all
 
 
+def make_advocate(cfg, params: auction.AuctionParams) -> Advocate:
+    """The bidders' network of ``cfg`` (the one a checkpoint of this game holds parameters of); it acts on the
+    observation :func:`observe` (and the auction scenario's ``observe``) gives."""
+    return Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
+                    init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
+                    win_prob=cfg.policy.win_prob, reserve=cfg.env.reserve_price,
+                    win_exponent=win_exponent(params), features=skip_features(params.format),
+                    start=skip_start(params.format), low=0.0, high=1.0)
+
+
 def auction_game(cfg) -> Game:
     params = auction.AuctionParams.from_config(cfg.env)
     role_provider, focal_role = roles(params, cfg.policy.shared)
-    module = Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
-                      init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
-                      win_prob=cfg.policy.win_prob, reserve=cfg.env.reserve_price,
-                      win_exponent=win_exponent(params), features=skip_features(params.format),
-                      start=skip_start(params.format),
-                      low=0.0, high=1.0)
+    module = make_advocate(cfg, params)
     batch, n_opp = cfg.train.batch, cfg.train.opponents
     bid_one, bid_all = make_bidders(module, params, role_provider)
 
