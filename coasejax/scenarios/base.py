@@ -49,11 +49,21 @@ class Spec(NamedTuple):
     truthful: tuple[float, ...]
     relative: bool = False
     seats: int = 1
+    roles: tuple[str, ...] = ()  # the role of each seat (e.g. emitter, victim); learned policies keep one network
+    #                              per role. Empty: one role for every seat
+
+    def role_index(self) -> tuple[int, ...]:
+        """Each seat's role as an index into :meth:`role_names`."""
+        names = self.role_names()
+        return tuple(names.index(r) for r in self.roles) if self.roles else (0,) * self.seats
+
+    def role_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.roles)) if self.roles else ("any",)
 
     def layout(self) -> dict:
         """What a checkpoint records of the layout (JSON-ready)."""
         return {"observation": list(self.observation), "actions": list(self.actions), "low": list(self.low),
-                "high": list(self.high), "relative": self.relative}
+                "high": list(self.high), "relative": self.relative, "roles": list(self.role_names())}
 
 
 class Transition(NamedTuple):

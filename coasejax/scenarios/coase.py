@@ -46,7 +46,7 @@ def observe(params: engine.EnvParams, state: engine.EnvState) -> jax.Array:
 
 def spec(params: engine.EnvParams) -> Spec:
     return Spec(observation=OBSERVATION, actions=("report",), low=(0.0,), high=(2.0,), truthful=(1.0,),
-                relative=True, seats=1 + params.graph.k)
+                relative=True, seats=1 + params.graph.k, roles=("emitter",) + ("victim",) * params.graph.k)
 
 
 def step(key, state, actions, params):

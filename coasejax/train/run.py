@@ -33,7 +33,11 @@ def make_algo(cfg: Config):
         from coasejax.train.ppo import PPO
 
         return PPO(cfg)
-    return es.ES(make_game(cfg), cfg.train)
+    if cfg.env.kind == "auction":
+        return es.ES(make_game(cfg), cfg.train)
+    from coasejax.train.engine_es import EngineES
+
+    return EngineES(cfg)
 
 
 @dataclass

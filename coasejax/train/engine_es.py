@@ -1,0 +1,236 @@
+"""Evolution strategies inside a scenario's own ``step``: the population is the training batch.
+
+Every iteration draws a fresh population of ``population.n_agents`` agents (:meth:`Scenario.reset`) and plays
+``train.rollout`` rounds of the very ``observe → act → step`` that ``coasejax simulate`` runs, twice: once with every
+agent i acting by ``θ_p + σ ε_i`` and once by ``θ_p − σ ε_i`` (p its provider, ``ε_i ~ N(0, I)`` its own noise; the two
+plays share the population and every draw: common random numbers). Agent i's fitness ``F_i`` is its clients' reward
+summed over the seats it owns and the rounds, and provider p ascends
+
+    ĝ_p = 1/n_p Σ_{i ∈ p} z_i ε_i,   z_i = (F_i⁺ − F_i⁻) / rms_{j ∈ p}(F_j⁺ − F_j⁻),
+
+the direction of the pseudo-gradient of its own clients' utility with respect to their own policy, every other agent held at its own
+(perturbed) play: a unilateral deviation, so the learners seek an equilibrium, not a joint optimum. Providers are
+parameter groups; providers scripted in ``providers.advocate`` play the scenario's scripted truthful advocates and
+are not trained. Policies are generic (:func:`coasejax.policies.es_module`): the seat's own observation only.
+
+Each seat's action comes from its owner's parameters. The scenario's ``seat_owners`` rows are permutations of the
+agents, so the observations are moved to their owners (a gather of ``d`` features per seat, not of the parameters),
+acted on with each agent's own parameters, and moved back.
+
+Evaluation (:meth:`EngineES.metrics`): the providers' policies without noise in a fresh population, the scenario's
+``metrics`` over ``train.rollout`` rounds, each provider's client utility, and ``utility_loss_rel``: what agents would
+gain by the best constant action ratio in each seat (``train.eval_grid`` ratios in the action's range, capped at 41),
+all else equal, relative to that best reply's utility; one agent in every ``2S + 1`` deviates, so no two deviators
+share a bargain.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from coasejax import scenarios
+from coasejax.policies import act_with, es_module, take
+from coasejax.train.es import TrainState, optimizer, seed_keys
+
+
+class StepMetrics(NamedTuple):
+    utility: jax.Array  # f32[P] each provider's clients' mean reward per agent and round
+    grad_norm: jax.Array
+
+
+class EngineES:
+    """ES on a registered scenario, with the interface :mod:`coasejax.train.run` drives."""
+
+    def __init__(self, cfg, scenario=None):
+        self.cfg, self.tc = cfg, cfg.train
+        self.scenario = scenario or scenarios.get(cfg.env.kind)
+        self.params = self.scenario.params(cfg)
+        self.spec = self.scenario.spec(self.params)
+        self.module = es_module(cfg, self.spec)
+        self.n = cfg.population.n_agents
+        self.m = cfg.providers.count
+        self.learned = jnp.asarray([a == "learned" for a in cfg.providers.advocates()])
+        self.rounds = self.tc.rollout
+        self.name = f"{self.scenario.name}/{cfg.mechanism.kind}" if cfg.env.kind == "coase" else self.scenario.name
+        self.n_providers = self.m
+        self.agents_per_iteration = 2 * self.n * self.rounds  # agent-steps of the two plays
+        self.layout = self.spec.layout()
+        self.roles = self.spec.role_index()  # each seat's role (one network per role)
+        self.n_roles = len(self.spec.role_names())
+        template = self.module.init(jax.random.PRNGKey(0), jnp.zeros((1, len(self.spec.observation)), jnp.float32))
+        _, self.unravel = ravel_pytree(template)
+
+    # -- acting -------------------------------------------------------------------------------------------------------
+    def _scripted(self, key, params, state):
+        a = self.scenario.scripted["truthful"](key, params, state)
+        return a.stacked(params, state) if hasattr(a, "stacked") else a
+
+    def act_by_agent(self, theta, positions, owners):
+        """``act(key, params, state, obs)`` with agent j acting by its own flat parameters ``theta[j, role]`` in
+        every seat it owns (``positions[s, j]``: the seat of row s that agent j owns)."""
+        sc, module, unravel = self.scenario, self.module, self.unravel
+        rows = [np.flatnonzero(np.asarray(self.roles) == r) for r in range(self.n_roles)]
+
+        def act(key, params, state, obs):
+            by_owner = jnp.take_along_axis(obs, positions[..., None], axis=1)  # f32[S, N, d], column j: agent j
+            parts = []
+            for r, idx in enumerate(rows):
+                parts.append(jax.vmap(lambda th, o: act_with(module, unravel(th), o), in_axes=(0, 1), out_axes=1)(
+                    theta[:, r], by_owner[idx]))  # f32[S_r, N, A]
+            acts = jnp.concatenate(parts)[np.argsort(np.concatenate(rows))] if len(rows) > 1 else parts[0]
+            acts = jnp.take_along_axis(acts, owners[..., None], axis=1)  # back to the seats
+            if not bool(np.all(np.asarray(self.learned))):
+                scripted = ~self.learned[sc.seat_providers(params, state)]
+                acts = jnp.where(scripted[..., None], self._scripted(key, params, state), acts)
+            return acts
+
+        return act
+
+    def play(self, key, theta, state0, positions, owners):
+        """The seats' rewards ``f32[S, N]`` summed over ``train.rollout`` rounds, everyone acting by ``theta``."""
+        sc, params = self.scenario, self.params
+        act = self.act_by_agent(theta, positions, owners)
+
+        def body(s, t):
+            k = jax.random.fold_in(key, t)
+            actions = act(jax.random.fold_in(k, scenarios.base.ACT_STREAM), params, s, sc.observe(params, s))
+            s, tr = sc.step(k, s, actions, params)
+            return s, tr.reward
+
+        _, rewards = jax.lax.scan(body, state0, jnp.arange(self.rounds))
+        return jnp.sum(rewards, axis=0)
+
+    def layout_of(self, state):
+        """Each seat's owner ``i32[S, N]``, the inverse (``positions``), and each agent's provider ``i32[N]``."""
+        sc, params, n = self.scenario, self.params, self.n
+        owners = sc.seat_owners(params, state)
+        iota = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), owners.shape)
+        positions = jax.vmap(lambda o, i: jnp.zeros((n,), jnp.int32).at[o].set(i))(owners, iota)
+        provider = jnp.zeros((n,), jnp.int32).at[owners.reshape(-1)].set(
+            sc.seat_providers(params, state).reshape(-1))
+        return owners, positions, provider
+
+    def fitness(self, rewards, owners):
+        """``f32[N]``: each agent's reward summed over the seats it owns."""
+        return jax.ops.segment_sum(rewards.reshape(-1), owners.reshape(-1), self.n)
+
+    @staticmethod
+    def flatten(stack):
+        """``f32[P, R, D]``: each provider's and role's parameters as flat vectors."""
+        return jax.vmap(jax.vmap(lambda p: ravel_pytree(p)[0]))(stack)
+
+    # -- training -----------------------------------------------------------------------------------------------------
+    def init(self, key):
+        k_init, k_run = jax.random.split(key)
+        dummy = jnp.zeros((1, len(self.spec.observation)), jnp.float32)
+        keys = jax.random.split(k_init, self.m * self.n_roles).reshape(self.m, self.n_roles, -1)
+        stack = jax.vmap(jax.vmap(lambda k: self.module.init(k, dummy)))(keys)  # [P, R, ...]
+        return TrainState(stack, optimizer(self.tc).init(stack), k_run, jnp.zeros((), jnp.int32))
+
+    def init_states(self):
+        return jax.vmap(self.init)(seed_keys(self.tc))
+
+    def iteration(self, state: TrainState):
+        tc, sigma = self.tc, self.tc.sigma
+        key = jax.random.fold_in(state.key, state.step)
+        k_env, k_eps, k_run = jax.random.split(key, 3)
+        state0 = self.scenario.reset(k_env, self.params)
+        owners, positions, provider = self.layout_of(state0)
+        flat = self.flatten(state.params)  # f32[P, R, D]
+        eps = jax.random.normal(k_eps, (self.n, *flat.shape[1:]), jnp.float32)
+        base = flat[provider]
+
+        def fit(sign):
+            return self.fitness(self.play(k_run, base + sign * sigma * eps, state0, positions, owners), owners)
+
+        f = jax.vmap(fit)(jnp.asarray([1.0, -1.0]))  # f32[2, N]
+        trained = self.learned[provider].astype(jnp.float32)
+        counts = jnp.maximum(jax.ops.segment_sum(jnp.ones((self.n,)), provider, self.m), 1.0)
+        diff = (f[0] - f[1]) * trained
+        # standardised per provider: the step's size no longer scales with the stakes (a victim's harm weight w = 1/k
+        # spans an order of magnitude over k = 1 … 8), only its direction comes from the fitness
+        scale = jnp.sqrt(jax.ops.segment_sum(diff**2, provider, self.m) / counts)
+        diff = diff / jnp.maximum(scale[provider], 1e-12)
+        grads = jax.ops.segment_sum(diff[:, None, None] * eps, provider, self.m) / counts[:, None, None]
+        utility = jax.ops.segment_sum(0.5 * (f[0] + f[1]), provider, self.m) / (counts * self.rounds)
+        ascent = jax.vmap(jax.vmap(self.unravel))(-grads)  # Optax minimises: descend on −U
+        updates, opt_state = optimizer(tc).update(ascent, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return (TrainState(params, opt_state, state.key, state.step + 1),
+                StepMetrics(utility, jnp.sqrt(jnp.sum(grads**2))))
+
+    def make_chunk(self, length: int):
+        def one_seed(state):
+            return jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=length)
+
+        return jax.jit(jax.vmap(one_seed), donate_argnums=0)
+
+    @staticmethod
+    def log_row(m: StepMetrics) -> dict:
+        return {"utility": float(jnp.mean(m.utility[:, -1])), "grad_norm": float(jnp.mean(m.grad_norm[:, -1]))}
+
+    # -- evaluation ---------------------------------------------------------------------------------------------------
+    def metrics(self, key, stack) -> dict:
+        """The scenario's metrics of the providers' noiseless policies on a fresh population, each provider's client
+        utility, and ``utility_loss_rel`` against the best constant-ratio reply per seat (see the module doc)."""
+        sc, params, n = self.scenario, self.params, self.n
+        k_env, k_run = jax.random.split(key)
+        state0 = sc.reset(k_env, params)
+        owners, positions, provider = self.layout_of(state0)
+        theta = self.flatten(stack)[provider]
+        act = self.act_by_agent(theta, positions, owners)
+
+        def body(s, t):
+            k = jax.random.fold_in(k_run, t)
+            actions = act(jax.random.fold_in(k, scenarios.base.ACT_STREAM), params, s, sc.observe(params, s))
+            s, tr = sc.step(k, s, actions, params)
+            return s, (tr.metrics, tr.reward)
+
+        _, (per_round, rewards) = jax.lax.scan(body, state0, jnp.arange(self.rounds))
+        totals = jax.tree.map(lambda x: jnp.sum(x, axis=0), per_round)
+        out = dict(sc.metrics(params, totals)) if sc.metrics is not None else {}
+        f = self.fitness(jnp.sum(rewards, axis=0), owners)
+        counts = jnp.maximum(jax.ops.segment_sum(jnp.ones((n,)), provider, self.m), 1.0)
+        out["provider_utility"] = jax.ops.segment_sum(f, provider, self.m) / (counts * self.rounds)
+        out["utility"] = jnp.mean(f) / self.rounds
+        out["utility_loss_rel"] = self.exploitability(k_run, stack, state0, theta, positions, owners,
+                                                      jnp.sum(rewards, axis=0))
+        return out
+
+    def exploitability(self, key, stack, state0, theta, positions, owners, rewards):
+        spec = self.spec
+        if not (spec.relative and len(spec.actions) == 1):
+            return jnp.float32(jnp.nan)
+        sc, params = self.scenario, self.params
+        seats = owners.shape[0]
+        stride = 2 * seats + 1
+        deviator = (jnp.arange(self.n) % stride) == 0  # agents; no two share a bargain
+        grid = jnp.linspace(spec.low[0], spec.high[0], min(self.tc.eval_grid, 41), dtype=jnp.float32)
+        base_act = self.act_by_agent(theta, positions, owners)
+        dev_seat = deviator[owners]  # bool[S, N]: seats a deviator owns
+
+        def reward_of(seat, ratio):
+            def act(k, p, s, obs):
+                a = base_act(k, p, s, obs)
+                mine = dev_seat & (jnp.arange(seats)[:, None] == seat)
+                return jnp.where(mine[..., None], ratio * obs[..., :1], a)
+
+            def body(s, t):
+                k = jax.random.fold_in(key, t)
+                actions = act(jax.random.fold_in(k, scenarios.base.ACT_STREAM), params, s, sc.observe(params, s))
+                s, tr = sc.step(k, s, actions, params)
+                return s, tr.reward
+
+            _, r = jax.lax.scan(body, state0, jnp.arange(self.rounds))
+            return jnp.sum(jnp.where(dev_seat[seat], jnp.sum(r, axis=0)[seat], 0.0))
+
+        learned = jnp.sum(jnp.where(dev_seat, rewards, 0.0), axis=1)  # f32[S]
+        by_seat = jax.vmap(lambda s: jax.lax.map(lambda g: reward_of(s, g), grid))(jnp.arange(seats))  # f32[S, G]
+        best = jnp.maximum(jnp.max(by_seat, axis=1), learned)
+        return jnp.sum(best - learned) / jnp.maximum(jnp.sum(jnp.abs(best)), 1e-12)
