@@ -16,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from coasejax import scenarios  # noqa: F401  (registers every scenario's env section before configs load)
 from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
 from coasejax.config import ConfigError, dump_config, load_config
 from coasejax.train import commands as train_commands
@@ -92,11 +93,8 @@ def simulate(
 
     from coasejax.simulate import build, run  # imports JAX: after the config is known to be valid
 
-    p = cfg.population
-    label = (f"N={p.n_agents:,} k={p.degree} {p.graph} | {cfg.mechanism.kind}, {cfg.state.rights}'s right, "
-             f"{cfg.advocates.strategy} | {cfg.sim.rounds} rounds × {cfg.sim.envs} env(s)")
     if not quiet:
-        console.print(f"[bold]coasejax simulate[/] {label}", highlight=False)
+        console.print(f"[bold]coasejax simulate[/] {run_label(cfg)}", highlight=False)
     with console.status("compiling…", spinner="dots") if not quiet else nullcontext():
         sim = build(cfg)
     with Progress(TextColumn("rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -108,6 +106,21 @@ def simulate(
     if not quiet:
         console.print(summary_table(summary, f"summary ({summary['devices']} device(s), {summary['backend']})"))
         console.print(f"wrote {out / 'summary.json'} and {out / 'config.yaml'}", highlight=False)
+
+
+def run_label(cfg) -> str:
+    """One line saying what a simulate run runs: scenario, size, mechanism, advocates, rounds."""
+    p = cfg.population
+    who = (cfg.providers.policy if cfg.providers.policy is not None
+           else cfg.advocates.policy if cfg.advocates.policy is not None else cfg.advocates.strategy)
+    who = ", ".join(who) if isinstance(who, list) else who
+    if cfg.env.kind == "coase":
+        what = (f"N={p.n_agents:,} k={p.degree} {p.graph} | {cfg.mechanism.kind}, {cfg.state.rights}'s right, "
+                f"advocates {who}")
+    else:
+        detail = f" {cfg.env.auction}" if cfg.env.kind == "auction" else f" {cfg.mechanism.kind}"
+        what = f"{cfg.env.kind}{detail} | N={p.n_agents:,} | advocates {who}"
+    return f"{what} | {cfg.sim.rounds} rounds × {cfg.sim.envs} env(s)"
 
 
 SWEEP_COLUMNS = ("efficiency", "welfare", "deal_rate", "mean_activity", "transfers", "transaction_costs_paid",

@@ -147,7 +147,9 @@ class StateConfig(_Section):
 PerProvider = float | list[float]
 
 
-Protocol = Literal["none", "nash", "lindahl", "alternating", "clarke", "assurance"]
+from coasejax.mechanisms import PROTOCOLS, REGISTRY as MECHANISM_REGISTRY  # noqa: E402  (names and capabilities)
+
+Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 
 
 class ProvidersConfig(_Section):
@@ -260,7 +262,8 @@ class MechanismConfig(_Section):
 
 
 class AdvocatesConfig(_Section):
-    strategy: Literal["truthful", "shade", "best_response"] = "truthful"
+    strategy: str = Field("truthful", description="the scripted advocates, by name: the scenario's own (coase: "
+                          "truthful | shade | best_response; auction: truthful | equilibrium; coase_rounds: truthful)")
     policy: str | None = Field(None, description="learned advocates: a training run's --out directory, RUN_DIR or "
                                "RUN_DIR:STEP (default: its latest checkpoint); null: the scripted advocates.strategy")
     shade: float = Field(0.2, ge=0.0, lt=1.0, description="shade: fraction by which reports favour the client")
@@ -309,11 +312,13 @@ class Config(_Section):
         if self.mechanism.first_mover == "random" and self.env.kind != "coase_rounds":
             raise ValueError("mechanism.first_mover: random (drawn per episode) needs env.kind coase_rounds; "
                              "use emitter or victims")
-        bad = [p for p in self.providers.protocols(self.mechanism.kind) if p not in ("none", "lindahl", "clarke", "assurance")]
-        if self.advocates.strategy == "best_response" and bad:
+        strategy = self.advocates.strategy
+        bad = [p for p in self.providers.protocols(self.mechanism.kind)
+               if p != "none" and strategy not in MECHANISM_REGISTRY[p].strategies] if self.env.kind == "coase" else []
+        if bad:
             where = "providers.protocol" if self.providers.protocol is not None else "mechanism.kind"
-            raise ValueError(f"advocates.strategy: best_response is defined for {where} lindahl, clarke or "
-                             f"assurance, "
+            defined = [m for m, rec in MECHANISM_REGISTRY.items() if strategy in rec.strategies]
+            raise ValueError(f"advocates.strategy: {strategy} is defined for {where} {', '.join(defined)}, "
                              f"not {bad[0]}")
         return self
 

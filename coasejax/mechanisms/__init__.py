@@ -14,15 +14,23 @@ from coasejax.mechanisms.nash import nash
 class Mechanism(NamedTuple):
     clear: Callable  # (Bargain, Terms, key) -> Outcome
     budget_balanced: bool  # Σ victims' payments = the emitter's receipts in every bargain (net intake 0)
+    strategies: tuple[str, ...] = ("truthful", "shade")  # the scripted advocates defined for it (coasejax.advocates)
+    trainable: bool = False  # its reports carry a learning signal for ES in the engine (a price or pledge responds)
 
 
 REGISTRY = {
     "nash": Mechanism(nash, budget_balanced=True),
-    "lindahl": Mechanism(lindahl, budget_balanced=True),
+    "lindahl": Mechanism(lindahl, budget_balanced=True, strategies=("truthful", "shade", "best_response"),
+                         trainable=True),
     "alternating": Mechanism(alternating, budget_balanced=True),
-    "clarke": Mechanism(clarke, budget_balanced=False),  # the pivot taxes do not cover the emitter's payment
-    "assurance": Mechanism(assurance, budget_balanced=True),
+    # the pivot taxes do not cover the emitter's payment
+    "clarke": Mechanism(clarke, budget_balanced=False, strategies=("truthful", "shade", "best_response"),
+                        trainable=True),
+    "assurance": Mechanism(assurance, budget_balanced=True, strategies=("truthful", "shade", "best_response"),
+                           trainable=True),
 }
+#: every protocol a provider may run: the registered mechanisms, and ``none`` (no bargaining)
+PROTOCOLS = ("none", *REGISTRY)
 MECHANISMS = {name: m.clear for name, m in REGISTRY.items()}
 
 
@@ -31,5 +39,5 @@ def budget_balanced(protocols) -> bool:
     return all(REGISTRY[p].budget_balanced for p in protocols if p != "none")
 
 
-__all__ = ["MECHANISMS", "REGISTRY", "Bargain", "Mechanism", "Outcome", "Terms", "alternating", "assurance",
+__all__ = ["MECHANISMS", "PROTOCOLS", "REGISTRY", "Bargain", "Mechanism", "Outcome", "Terms", "alternating", "assurance",
            "budget_balanced", "clarke", "lindahl", "nash"]

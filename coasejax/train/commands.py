@@ -11,14 +11,16 @@ import typer
 
 from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
 
-TRAINABLE_MECHANISMS = ("lindahl", "clarke", "assurance")
 LIVE = ("utility", "bne_rmse", "utility_loss_rel", "train_efficiency", "efficiency")
 
 
 def _check_trainable(cfg) -> None:
-    if cfg.env.kind == "coase" and cfg.mechanism.kind not in TRAINABLE_MECHANISMS:
+    from coasejax.mechanisms import REGISTRY
+
+    trainable = [m for m, rec in REGISTRY.items() if rec.trainable]
+    if cfg.env.kind == "coase" and cfg.mechanism.kind not in trainable:
         fail(f"mechanism.kind: training in the Coase scenario (env.kind: coase) needs one of "
-             f"{', '.join(TRAINABLE_MECHANISMS)}, got {cfg.mechanism.kind!r}")
+             f"{', '.join(trainable)}, got {cfg.mechanism.kind!r}")
 
 
 def _fmt(row: dict) -> str:
@@ -55,6 +57,8 @@ def train(
         fail(str(e))
 
     game = f"auction/{cfg.env.auction}" if cfg.env.kind == "auction" else f"{cfg.env.kind}/{cfg.mechanism.kind}"
+    if cfg.env.kind == "coase":
+        game += f", N={cfg.population.n_agents:,} k={cfg.population.degree} {cfg.population.graph}"
     if not quiet:
         console.print(f"[bold]coasejax train[/] {game} | {cfg.train.algo}, {cfg.train.iterations} iterations × "
                       f"{cfg.train.seeds} seed(s){' | resuming' if resume else ''}", highlight=False)

@@ -238,7 +238,7 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
         "tensorboard": tb.backend,
     }
     if tc.algo == "ppo":
-        from coasejax.train.ppo import cost_curve
+        from coasejax.scenarios.coase_rounds import cost_curve
 
         summary["cost_curve"] = cost_curve(cfg, mean_metrics(last_eval))
     mngr.close()
