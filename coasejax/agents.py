@@ -111,6 +111,9 @@ def sources(cfg, scenario, params) -> list[Source]:
 def _source_act(scenario, source: Source):
     if source.policy is not None:
         apply = source.policy.apply
+        if scenario.observe_agents is not None and hasattr(apply, "roles"):  # once per agent and role, not per seat
+            return lambda key, params, state, obs: scenario.to_seats(
+                params, state, apply.roles(scenario.observe_agents(params, state)))
         return lambda key, params, state, obs: apply(obs)
     fn = scenario.scripted[source.scripted]
     return lambda key, params, state, obs: fn(key, params, state)

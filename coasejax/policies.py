@@ -221,13 +221,33 @@ def policy_apply(cfg, spec, params, algo: str):
 
         def apply(obs):
             mean, _, _ = module.apply(params, obs)
-            return lo + (hi - lo) * jax.nn.sigmoid(mean)
+            act = lo + (hi - lo) * jax.nn.sigmoid(mean)
+            return act * obs[..., :1] if spec.relative else act
 
+        apply.roles = apply  # one network for every role
         return apply
-    if cfg.env.kind == "auction":
-        from coasejax.train.auction_game import make_advocate  # the auction game's own head (its features)
+    if cfg.env.kind == "auction":  # the auction game's own head (its features), one network for every seat
+        from coasejax.envs.auction import AuctionParams
+        from coasejax.train.auction_game import make_advocate
 
-        module = make_advocate(cfg, None)
-    else:
-        module = es_module(cfg, spec)
-    return lambda obs: act_with(module, params, obs)
+        module = make_advocate(cfg, AuctionParams.from_config(cfg.env))
+        return lambda obs: act_with(module, params, obs)
+    module = es_module(cfg, spec)
+    roles = spec.role_index()  # one network per seat role: params carry a leading role axis
+    groups = [[s for s, r in enumerate(roles) if r == role] for role in sorted(set(roles))]
+    order = [s for g in groups for s in g]
+    inverse = [order.index(s) for s in range(len(roles))]
+
+    def role_params(r):
+        return jax.tree.map(lambda x: x[r], params)
+
+    def apply(obs):
+        parts = [act_with(module, role_params(role), obs[jnp.asarray(g)]) for role, g in enumerate(groups)]
+        out = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+        return out if order == list(range(len(roles))) else out[jnp.asarray(inverse)]
+
+    def apply_roles(obs_agents):  # f32[R, N, d] -> f32[R, N, A]
+        return jnp.stack([act_with(module, role_params(r), obs_agents[r]) for r in range(obs_agents.shape[0])])
+
+    apply.roles = apply_roles
+    return apply

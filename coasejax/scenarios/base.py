@@ -23,6 +23,10 @@ the engine's per-slot arrays ``[k, N]`` (the agent axis is the one sharded over 
 * ``decisions(params, state) -> bool[S, N, A]`` (optional): the action fields each seat decides this round (PPO
   trains only on those); None: every field, every round;
 * ``discount(params) -> f32[S]`` (optional): each seat's discount factor (PPO); None: 0.99;
+* ``observe_agents(params, state) -> f32[R, N, d]`` and ``to_seats(params, state, acts f32[R, N, A]) -> f32[S, N,
+  A]`` (optional, together): where a seat's observation depends only on its owner and its role (``Spec.roles``), each
+  agent's observation once per role and the map of its per-role actions to its seats. Learned policies then act once
+  per agent and role instead of once per seat (k + 1 seats per bargain in the Coase engine, 2 roles);
 * ``metrics(params, totals) -> dict`` (optional): a *traceable* summary from the per-round metrics summed over the
   measured rounds (a metrics NamedTuple of sums), for the evaluation inside training (``vmap``-ped over seeds).
 """
@@ -88,6 +92,8 @@ class Scenario(NamedTuple):
     decisions: Callable[..., jax.Array] | None = None
     discount: Callable[..., jax.Array] | None = None
     metrics: Callable[..., dict] | None = None
+    observe_agents: Callable[..., jax.Array] | None = None
+    to_seats: Callable[..., jax.Array] | None = None
     description: str = ""
 
 

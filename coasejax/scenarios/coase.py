@@ -44,6 +44,22 @@ def observe(params: engine.EnvParams, state: engine.EnvState) -> jax.Array:
     return jnp.stack([values, role, inv_k, right], axis=-1)
 
 
+def observe_agents(params: engine.EnvParams, state: engine.EnvState) -> jax.Array:
+    """``f32[2, N, 4]``: each agent's observation as an emitter (role 0) and as a victim (role 1); a victim seat's
+    observation is its owner's (:func:`observe` reads it through the graph)."""
+    pop = state.pop
+    one = jnp.ones_like(pop.a)
+    inv_k, right = one / params.graph.k, one * params.emitter_right.astype(jnp.float32)
+    return jnp.stack([jnp.stack([pop.a, one, inv_k, right], -1), jnp.stack([pop.c, 0.0 * one, inv_k, right], -1)])
+
+
+def to_seats(params: engine.EnvParams, state: engine.EnvState, acts: jax.Array) -> jax.Array:
+    """Per-role actions ``f32[2, N, A]`` to the seats ``f32[1 + k, N, A]``: each victim's report, read by every
+    emitter that harms it."""
+    victims = jax.vmap(params.graph.out, in_axes=-1, out_axes=-1)(acts[1])  # f32[k, N, A]
+    return jnp.concatenate([acts[0][None], victims])
+
+
 def spec(params: engine.EnvParams) -> Spec:
     return Spec(observation=OBSERVATION, actions=("report",), low=(0.0,), high=(2.0,), truthful=(1.0,),
                 relative=True, seats=1 + params.graph.k, roles=("emitter",) + ("victim",) * params.graph.k)
@@ -208,5 +224,7 @@ SCENARIO = register(Scenario(
     scripted={name: _scripted(name) for name in ("truthful", "shade", "best_response")},
     summarise=summarise,
     metrics=metrics,
+    observe_agents=observe_agents,
+    to_seats=to_seats,
     description="emitters and their k victims bargain over an externality on a graph, under the rule layers",
 ))

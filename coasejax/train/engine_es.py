@@ -39,6 +39,10 @@ from coasejax.policies import act_with, es_module, take
 from coasejax.train.es import TrainState, optimizer, seed_keys
 
 
+NOISE_TABLE = 1 << 22
+NOISE_SEED = 0x6E6F6973
+
+
 class StepMetrics(NamedTuple):
     utility: jax.Array  # f32[P] each provider's clients' mean reward per agent and round
     grad_norm: jax.Array
@@ -78,6 +82,15 @@ class EngineES:
         rows = [np.flatnonzero(np.asarray(self.roles) == r) for r in range(self.n_roles)]
 
         def act(key, params, state, obs):
+            if sc.observe_agents is not None:  # each agent once per role, then to its seats
+                by_role = sc.observe_agents(params, state)  # f32[R, N, d]
+                acts = jnp.stack([jax.vmap(lambda th, o: act_with(module, unravel(th), o))(theta[:, r], by_role[r])
+                                  for r in range(self.n_roles)])
+                acts = sc.to_seats(params, state, acts)
+                if not bool(np.all(np.asarray(self.learned))):
+                    scripted = ~self.learned[sc.seat_providers(params, state)]
+                    acts = jnp.where(scripted[..., None], self._scripted(key, params, state), acts)
+                return acts
             by_owner = jnp.take_along_axis(obs, positions[..., None], axis=1)  # f32[S, N, d], column j: agent j
             parts = []
             for r, idx in enumerate(rows):
@@ -111,7 +124,8 @@ class EngineES:
         sc, params, n = self.scenario, self.params, self.n
         owners = sc.seat_owners(params, state)
         iota = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), owners.shape)
-        positions = jax.vmap(lambda o, i: jnp.zeros((n,), jnp.int32).at[o].set(i))(owners, iota)
+        positions = None if sc.observe_agents is not None else jax.vmap(
+            lambda o, i: jnp.zeros((n,), jnp.int32).at[o].set(i))(owners, iota)  # not needed: agents observe once
         provider = jnp.zeros((n,), jnp.int32).at[owners.reshape(-1)].set(
             sc.seat_providers(params, state).reshape(-1))
         return owners, positions, provider
@@ -136,14 +150,14 @@ class EngineES:
     def init_states(self):
         return jax.vmap(self.init)(seed_keys(self.tc))
 
-    def iteration(self, state: TrainState):
+    def iteration(self, state: TrainState, table: jax.Array):
         tc, sigma = self.tc, self.tc.sigma
         key = jax.random.fold_in(state.key, state.step)
         k_env, k_eps, k_run = jax.random.split(key, 3)
         state0 = self.scenario.reset(k_env, self.params)
         owners, positions, provider = self.layout_of(state0)
         flat = self.flatten(state.params)  # f32[P, R, D]
-        eps = jax.random.normal(k_eps, (self.n, *flat.shape[1:]), jnp.float32)
+        eps = self.noise(table, k_eps, flat.shape[1:])
         base = flat[provider]
 
         def fit(sign):
@@ -165,9 +179,22 @@ class EngineES:
         return (TrainState(params, opt_state, state.key, state.step + 1),
                 StepMetrics(utility, jnp.sqrt(jnp.sum(grads**2))))
 
+    def noise(self, table: jax.Array, key: jax.Array, shape) -> jax.Array:
+        """``f32[N, *shape]``: each agent's noise, a window of the shared noise table at a random offset (Salimans
+        et al. 2017): drawing ``N·R·D`` fresh normals would cost more than the whole round."""
+        size = int(np.prod(shape))
+        offsets = jax.random.randint(key, (self.n, 1), 0, table.shape[0], jnp.int32)
+        return table[(offsets + jnp.arange(size, dtype=jnp.int32)) % table.shape[0]].reshape(self.n, *shape)
+
+    @staticmethod
+    def noise_table() -> jax.Array:
+        """The shared noise table: 2²² standard normals from a fixed key, drawn once per compiled chunk."""
+        return jax.random.normal(jax.random.PRNGKey(NOISE_SEED), (NOISE_TABLE,), jnp.float32)
+
     def make_chunk(self, length: int):
         def one_seed(state):
-            return jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=length)
+            table = self.noise_table()
+            return jax.lax.scan(lambda s, _: self.iteration(s, table), state, None, length=length)
 
         return jax.jit(jax.vmap(one_seed), donate_argnums=0)
 
