@@ -1,5 +1,5 @@
-"""The trainer: ES pseudo-gradients, determinism, the train/eval CLI, and the one-shot Coase game (free-riding under
-Lindahl contributions, truth under the Clarke pivot)."""
+"""The trainer: ES pseudo-gradients, determinism, the train/eval CLI (auction games; learned advocates inside the
+Coase engine: tests/test_learned_engine.py)."""
 
 import json
 
@@ -139,46 +139,6 @@ def test_eval_of_a_missing_run_exits_2(tmp_path):
     for args in (["eval", str(tmp_path / "nope")], ["eval", str(tmp_path)]):
         r = cli(*args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The Coase scenario
-# ----------------------------------------------------------------------------------------------------------------------
-
-COASE = ["train.iterations=300", "checkpoint.every=0", "train.eval_values=1024"]
-
-
-def test_lindahl_advocates_learn_to_free_ride_more_as_victims_grow(tmp_path):
-    """Lindahl contributions, emitter's right, k ∈ {1, 2, 4, 8}: the learned report/true-harm ratio is 1/2 for a lone
-    victim and falls as victims per emitter grow. A lone victim paying p per unit for abatement A = p gains
-    (w c − p) p, best at p = w c/2; at p = s w c its gain is 4s(1 − s) of that best, so a relative utility loss of at
-    most 1% (the learned tests' criterion) means |s − ½| ≤ 0.05; the abatement s w c then realises 1 − (1 − s)² of
-    the first-best gain (interior bargains), an efficiency in [1 − 0.55², 1 − 0.45²] around the equilibrium's 3/4
-    (:func:`coasejax.mechanisms.lindahl.free_riding_efficiency`). For k > 1 no closed form of the incomplete-information
-    equilibrium is at hand (1/(k + 1) with identical, known harms): the ratios must fall by 0.02 from one k to the
-    next, end below 0.3, and efficiency fall with them (thresholds of the test, not derived)."""
-    from coasejax.train.run import train
-
-    s = train(load_config("coase_es", COASE), tmp_path)
-    ratios = [s[f"report_ratio_k{k}"] for k in (1, 2, 4, 8)]
-    assert abs(ratios[0] - 0.5) <= 0.05, ratios
-    assert all(a > b + 0.02 for a, b in zip(ratios, ratios[1:])), ratios
-    assert ratios[-1] < 0.3, ratios
-    assert 1 - 0.55**2 <= s["efficiency_k1"] <= 1 - 0.45**2, s
-    assert s["efficiency_k8"] < s["efficiency_k1"], s
-
-
-def test_clarke_advocates_learn_to_report_truthfully(tmp_path):
-    """Clarke pivot: truth is dominant. Starting from reports at 60% of the true harm, advocates learn ratio 1 ± 0.05
-    for every k, and efficiency returns to 1: reports at s times the harms abate s times the first-best amount, which
-    realises 1 − (1 − s)² of the first-best gain (interior bargains), so the ratio band implies an efficiency of at
-    least 1 − 0.05² = 0.9975 (asserted: > 0.99); the utility loss ≤ 1% is the learned tests' criterion."""
-    from coasejax.train.run import train
-
-    s = train(load_config("coase_es", [*COASE, "mechanism.kind=clarke", "policy.init_scale=0.6"]), tmp_path)
-    for k in (1, 2, 4, 8):
-        assert abs(s[f"report_ratio_k{k}"] - 1.0) < 0.05, s
-    assert s["efficiency"] > 0.99 and s["utility_loss_rel"] < 0.01
 
 
 def test_tensorboard_event_files_hold_the_logged_metrics(tmp_path):

@@ -157,6 +157,7 @@ class RoundMetrics(NamedTuple):
     provider_revenue: jax.Array  # f32[M] fees per provider this round
     provider_deals: jax.Array  # f32[M] honoured deals led by each provider's clients (as emitters)
     provider_welfare: jax.Array  # f32[M] welfare of the bargains led by each provider's clients
+    provider_utility: jax.Array  # f32[M] its clients' realised gains net of fees, as emitters and victims (M > 1)
     # coalitions: a deal's coalition is the victims who pay into it or are paid by it
     coalition_members: jax.Array  # victims in the coalition of an honoured deal
     coalitions: jax.Array  # honoured deals with at least one member
@@ -559,7 +560,7 @@ def _settle(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal):
                                                         cx.fence)
     fee = jnp.zeros_like(pop.a)
     gain = None
-    if pp.use_fees or pp.use_switching:
+    if pp.use_fees or pp.use_switching or pp.count > 1:  # competing providers: their clients' utility
         gain = deal.g_e + _victim_gains(params, graph, pop.c, deal.x - cx.x_sq, cx.x_sq, victim_outflow)
     if pp.use_fees:
         due = (of_agents(pp.fee, pop.provider, pp.count) * jnp.maximum(gain, 0.0)
@@ -648,8 +649,9 @@ def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_we
         per_provider = jnp.stack([jnp.full((1,), n, jnp.float32), jnp.sum(fee, keepdims=True),
                                   jnp.sum(honoured, keepdims=True, dtype=jnp.float32), jnp.sum(value, keepdims=True)])
     else:
-        rows = [jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value] + ([util] if pp.use_switching else [])
-        per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[4 or 5, M]
+        rows = [jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value, gain - fee] + (
+            [util] if pp.use_switching else [])
+        per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[5 or 6, M]
     stats, (member, benefited, free) = coalitions.round_stats(
         honoured, x, x_sq, x_star, cx.cost, deal.from_victims, cx.c_nb,
         pools(params, k) if params.pooling else None, graph)
@@ -683,6 +685,7 @@ def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_we
         provider_revenue=per_provider[1],
         provider_deals=per_provider[2],
         provider_welfare=per_provider[3],
+        provider_utility=per_provider[4] if pp.count > 1 else jnp.zeros((1,), jnp.float32),
         leavers=deal.leavers,
         refunds=deal.refunds,
         reported_harm=deal.reported_harm,
@@ -692,7 +695,7 @@ def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_we
 
     pop = pop.replace(wealth=new_wealth)
     if pp.use_switching:  # provider m's score: its clients' mean average net utility (no clients: the market mean)
-        clients, util_sum = per_provider[0], per_provider[4]
+        clients, util_sum = per_provider[0], per_provider[5]
         score = jnp.where(clients > 0, util_sum / jnp.maximum(clients, 1.0), jnp.sum(util_sum) / n)
         pop = pop.replace(provider=choose_providers(pp, pop.provider, score, word["switch"]))
     if params.draw_drift:

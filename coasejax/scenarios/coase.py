@@ -181,6 +181,9 @@ def summarise(cfg, params, per_round: dict, first, last) -> dict:
         "provider_deal_rate": (per_round["provider_deals"].sum(axis=1).mean(axis=0)
                                / np.maximum(per_round["provider_clients"].sum(axis=1).mean(axis=0), 1.0)).tolist(),
         "provider_welfare": per_round["provider_welfare"].sum(axis=1).mean(axis=0).tolist(),
+        "provider_client_utility": ((per_round["provider_utility"].sum(axis=1).mean(axis=0)
+                                     / np.maximum(per_round["provider_clients"].sum(axis=1).mean(axis=0), 1.0)).tolist()
+                                    if cfg.providers.count > 1 else None),
         "provider_protocols": list(cfg.providers.protocols(cfg.mechanism.kind)),
         **coalitions.summary(tot, n * t * k, cfg.sim.coalitions, cfg.mechanism.pooling),
         **(coalitions.breakdown_summary(per_round, k) if cfg.sim.coalitions else {}),
