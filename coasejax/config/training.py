@@ -215,11 +215,14 @@ def check_training(cfg) -> None:
         raise ValueError("policy.win_prob: G(v) = F(v)^(n−1) is defined for sealed-bid auctions (first_price, "
                          "second_price, all_pay) only; set it to false")
     ppo = train.algo == "ppo"
-    if ppo != (env.kind == "coase_rounds"):
-        raise ValueError("train.algo: the multi-round Coase scenario (env.kind: coase_rounds) trains with ppo, and ppo "
-                         f"trains only that scenario; got train.algo {train.algo!r} with env.kind {env.kind!r}")
+    if env.kind == "coase_rounds" and not ppo:
+        raise ValueError("train.algo: the multi-round Coase scenario (env.kind: coase_rounds) trains with ppo, "
+                         "got es")
+    if ppo and env.kind == "auction":
+        raise ValueError("train.algo: auctions train with es (one-shot games against the opponents' distribution), "
+                         "got ppo")
     if ppo:
-        if cfg.mechanism.kind not in ("alternating", "lindahl"):
+        if env.kind == "coase_rounds" and cfg.mechanism.kind not in ("alternating", "lindahl"):
             raise ValueError(f"mechanism.kind: env.kind coase_rounds runs alternating or lindahl, "
                              f"got {cfg.mechanism.kind!r}")
         if cfg.population.n_agents % train.minibatches:

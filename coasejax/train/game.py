@@ -34,12 +34,8 @@ class Game(NamedTuple):
 
 
 def make_game(cfg) -> Game:
-    """The game of ``cfg.env.kind``: ``auction`` (:mod:`coasejax.train.auction_game`) or ``coase``
-    (:mod:`coasejax.train.coase_game`, which needs ``mechanism.kind`` lindahl or clarke)."""
-    if cfg.env.kind == "auction":
-        from coasejax.train.auction_game import auction_game
+    """The one-shot game of ``cfg.env.kind: auction`` (:mod:`coasejax.train.auction_game`): auctions train against the
+    opponents' bid distribution. Every other scenario trains in its own ``step`` (:mod:`coasejax.train.engine_es`)."""
+    from coasejax.train.auction_game import auction_game
 
-        return auction_game(cfg)
-    from coasejax.train.coase_game import coase_game
-
-    return coase_game(cfg)
+    return auction_game(cfg)
