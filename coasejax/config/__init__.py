@@ -274,8 +274,20 @@ class SimConfig(_Section):
     envs: int = Field(1, ge=1, le=65_536, description="independent environments run in parallel (vmap)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     shard: bool = Field(True, description="shard the agent axis over all local devices (N must divide evenly over them)")
-    coalitions: bool = Field(False, description="coalition diagnostics each round: every member's unilateral exit "
-                             "(coalition_stability; k extra clearings) and breakdowns by wealth decile and harm quartile")
+    coalitions: Literal["off", "totals", "full"] = Field(
+        "off", description="coalition analytics, paid for only when asked: totals (participation, free riding, "
+        "coalition sizes, harm internalised, pooling), or full (also every member's unilateral exit, "
+        "coalition_stability, k extra clearings, and the breakdowns by wealth decile and harm quartile); "
+        "true/false mean full/off")
+
+    @field_validator("coalitions", mode="before")
+    @classmethod
+    def _coalitions_bool(cls, v: Any) -> Any:
+        return {True: "full", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @property
+    def coalition_totals(self) -> bool:
+        return self.coalitions != "off"
 
 
 from coasejax.config.training import (  # noqa: E402

@@ -74,6 +74,15 @@ def round_stats(honoured, x, x_sq, x_star, cost, from_victims, c_nb, pooled, gra
     return stats, (member, benefited, free)
 
 
+TOTAL_FIELDS = ("coalition_members", "coalitions", "beneficiaries", "free_riders", "efficient_changes", "provided",
+                "pooled_members", "span", "harm_gap", "harm_gap_status_quo")
+
+
+def empty_totals() -> dict:
+    """The per-round totals when ``sim.coalitions`` is off: zeros, which cost nothing."""
+    return {f: jnp.float32(0.0) for f in TOTAL_FIELDS}
+
+
 def empty_breakdowns(k: int) -> dict:
     """The breakdown fields when ``sim.coalitions`` is off: zeros of their fixed shapes."""
     return dict(by_wealth=jnp.zeros((4, 10)), by_harm=jnp.zeros((4, 4)), pledge_hist=jnp.zeros((len(PLEDGE_BINS) + 1,)),
@@ -109,8 +118,15 @@ def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if abs(den) > 1e-12 else None
 
 
-def summary(tot: dict, victim_slots: int, diagnostics: bool = True, pooling: bool = False) -> dict:
-    """Coalition analytics from the round totals (None where undefined: no deals, nobody benefited)."""
+SUMMARY_KEYS = ("participation_rate", "free_rider_share", "coalition_size_mean", "assurance_success_rate",
+                "coalition_stability", "refunds_paid", "pooled_share", "coalition_span_mean", "harm_internalised")
+
+
+def summary(tot: dict, victim_slots: int, diagnostics: bool = True, pooling: bool = False, totals: bool = True) -> dict:
+    """Coalition analytics from the round totals (None where undefined: no deals, nobody benefited; and every key
+    but ``refunds_paid`` when the totals were not asked for, ``sim.coalitions: off``)."""
+    if not totals:
+        return {key: (tot["refunds"] if key == "refunds_paid" else None) for key in SUMMARY_KEYS}
     return {
         "participation_rate": tot["coalition_members"] / victim_slots,
         "free_rider_share": _ratio(tot["free_riders"], tot["beneficiaries"]),

@@ -76,7 +76,8 @@ class EnvParams:
     emitter_first: bool = struct.field(pytree_node=False, default=True)
     draw_enforcement: bool = struct.field(pytree_node=False, default=False)  # False when enforcement == 1
     draw_drift: bool = struct.field(pytree_node=False, default=False)  # False when drift == 0
-    coalitions: bool = struct.field(pytree_node=False, default=False)  # coalition diagnostics (sim.coalitions)
+    coalitions: bool = struct.field(pytree_node=False, default=False)  # full coalition diagnostics (sim.coalitions)
+    coalition_totals: bool = struct.field(pytree_node=False, default=False)  # the coalition totals (sim.coalitions)
     pooling: bool = struct.field(pytree_node=False, default=False)  # victims may pool across emitters
 
     @classmethod
@@ -114,7 +115,8 @@ class EnvParams:
             emitter_first=m.first_mover == "emitter",
             draw_enforcement=cfg.state.enforcement < 1.0,
             draw_drift=cfg.population.drift > 0.0,
-            coalitions=cfg.sim.coalitions,
+            coalitions=cfg.sim.coalitions == "full",
+            coalition_totals=cfg.sim.coalition_totals,
             pooling=m.pooling,
         )
 
@@ -652,9 +654,12 @@ def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_we
         rows = [jnp.ones_like(fee), fee, honoured.astype(jnp.float32), value, gain - fee] + (
             [util] if pp.use_switching else [])
         per_provider = segment_totals(jnp.stack(rows), pop.provider, pp.count)  # f32[5 or 6, M]
-    stats, (member, benefited, free) = coalitions.round_stats(
-        honoured, x, x_sq, x_star, cx.cost, deal.from_victims, cx.c_nb,
-        pools(params, k) if params.pooling else None, graph)
+    if params.coalition_totals:
+        stats, (member, benefited, free) = coalitions.round_stats(
+            honoured, x, x_sq, x_star, cx.cost, deal.from_victims, cx.c_nb,
+            pools(params, k) if params.pooling else None, graph)
+    else:  # nobody asked (sim.coalitions: off): no pass over the agents
+        stats = coalitions.empty_totals()
     if params.coalitions:
         stats.update(coalitions.breakdowns(params.wealth_deciles, params.harm_quartiles, graph, pop.wealth, pop.c,
                                            honoured, member, benefited, free, deal.from_victims,

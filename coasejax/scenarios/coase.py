@@ -89,8 +89,7 @@ def metrics(params, tot) -> dict:
     safe = lambda a, b: a / jnp.where(jnp.abs(b) > 1e-12, b, 1.0)  # noqa: E731
     return {"efficiency": safe(tot.welfare - tot.status_quo, tot.first_best - tot.status_quo),
             "report_ratio": safe(tot.reported_harm, tot.true_harm),
-            "deal_rate": safe(tot.deals, tot.efficient_changes),
-            "free_rider_share": safe(tot.free_riders, tot.beneficiaries),
+            "deals": tot.deals,
             "welfare": tot.welfare, "first_best_welfare": tot.first_best, "status_quo_welfare": tot.status_quo}
 
 
@@ -185,8 +184,9 @@ def summarise(cfg, params, per_round: dict, first, last) -> dict:
                                      / np.maximum(per_round["provider_clients"].sum(axis=1).mean(axis=0), 1.0)).tolist()
                                     if cfg.providers.count > 1 else None),
         "provider_protocols": list(cfg.providers.protocols(cfg.mechanism.kind)),
-        **coalitions.summary(tot, n * t * k, cfg.sim.coalitions, cfg.mechanism.pooling),
-        **(coalitions.breakdown_summary(per_round, k) if cfg.sim.coalitions else {}),
+        **coalitions.summary(tot, n * t * k, cfg.sim.coalitions == "full", cfg.mechanism.pooling,
+                             cfg.sim.coalition_totals),
+        **(coalitions.breakdown_summary(per_round, k) if cfg.sim.coalitions == "full" else {}),
         "red_line_excess": (None if not np.isfinite(per_round["red_line_excess"]).any()
                             else float(per_round["red_line_excess"].max())),
         "wealth_change": wealth_change,
@@ -205,8 +205,10 @@ def summarise(cfg, params, per_round: dict, first, last) -> dict:
                            zip(mean["welfare"], mean["first_best"], mean["status_quo"])],
             "mean_activity": (mean["activity"] / n).tolist(),
             "deal_rate": (mean["deals"] / n).tolist(),
-            "participation_rate": (mean["coalition_members"] / (n * k)).tolist(),
-            "free_rider_share": [_ratio(a, b) for a, b in zip(mean["free_riders"], mean["beneficiaries"])],
+            "participation_rate": ((mean["coalition_members"] / (n * k)).tolist() if cfg.sim.coalition_totals
+                                   else None),
+            "free_rider_share": ([_ratio(a, b) for a, b in zip(mean["free_riders"], mean["beneficiaries"])]
+                                 if cfg.sim.coalition_totals else None),
             "transfers": mean["transfers"].tolist(),
             "tax_revenue": mean["tax_revenue"].tolist(),
             "provider_shares": (mean["provider_clients"] / n).tolist(),
