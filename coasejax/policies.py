@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from coasejax.envs import auction as auction_env
+
 ACTIVATIONS: dict[str, Callable] = {"tanh": jnp.tanh, "relu": nn.relu, "selu": nn.selu}
 OUTPUTS = ("linear", "log")
 LOG_FLOOR = 1e-3  # the log feature of the "log" head is log max(v, LOG_FLOOR) (bounded input for the MLP)
@@ -44,7 +46,7 @@ class Advocate(nn.Module):
       ``ρ = r G(r)/G(max(v, r))`` (given a win, the chance that no rival bid, so the reserve sets the price). The
       first-price equilibrium ``v − ∫_r^v G/G(v) = m v/(m+1) + ρ/(m+1)`` needs ``[v, ρ]``, the all-pay one
       ``r/(m+1) + m v G(v)/(m+1)`` (``G = v^m``) ``[r, v G(v)]``
-      (:func:`coasejax.train.auction_game.skip_features`). The skip starts at ``init_scale`` on the feature
+      (:func:`skip_features`). The skip starts at ``init_scale`` on the feature
       ``start`` (``v`` for first price: ``b = init_scale · v``; ``vG`` for all-pay: ``b = init_scale · v G(v)``),
       0 elsewhere. There is no free constant: a bid offset common to all types is (to first order) neutral for every
       type, so self-play would drift along it; the reserve's ``w_r · r`` is pinned by the participation margin and
@@ -191,6 +193,31 @@ class BoundedMLP(nn.Module):
         return lo + (hi - lo) * jax.nn.sigmoid(z)
 
 
+def skip_start(fmt: str) -> str:
+    """The skip feature that starts at ``policy.init_scale``: ``vG`` (from ``init_scale · v G(v)``) in the all-pay
+    auction, ``v`` (from ``init_scale · v``) otherwise."""
+    return "vG" if fmt == "all_pay" else "v"
+
+
+def skip_features(fmt: str) -> tuple[str, ...]:
+    """The ``policy.win_prob`` head's bid-space skip features for an auction format (:class:`Advocate`): the
+    all-pay equilibrium ``r/(m+1) + m v G(v)/(m+1)`` needs ``r`` and ``v G(v)``, the first-price one
+    ``m v/(m+1) + ρ/(m+1)`` needs ``v`` and ``ρ`` (second price: ``v``). Features outside the format's family are
+    left out: in self-play ES drifts along them (the first price with ``r`` and ``v G(v)`` as well, started from
+    truthful bids, drifted to bne_rmse 0.08 at n = 2, uniform, reserve 0.4; BENCHMARKS.md)."""
+    return ("r", "v", "vG", "rho") if fmt == "all_pay" else ("v", "rho")
+
+
+def make_advocate(cfg, params) -> Advocate:
+    """The bidders' network of ``cfg`` (the one a checkpoint of this game holds parameters of); it acts on the
+    observation :func:`observe` (and the auction scenario's ``observe``) gives."""
+    return Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
+                    init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
+                    win_prob=cfg.policy.win_prob, reserve=cfg.env.reserve_price,
+                    win_exponent=auction_env.win_exponent(params), features=skip_features(params.format),
+                    start=skip_start(params.format), low=0.0, high=1.0)
+
+
 def es_module(cfg, spec) -> nn.Module:
     """The generic advocate ES trains for a scenario with this :class:`coasejax.scenarios.base.Spec`: an
     :class:`Advocate` (the own value times a learned factor in ``[low, high]``, starting at ``init_scale``) for one
@@ -227,10 +254,7 @@ def policy_apply(cfg, spec, params, algo: str):
         apply.roles = apply  # one network for every role
         return apply
     if cfg.env.kind == "auction":  # the auction game's own head (its features), one network for every seat
-        from coasejax.envs.auction import AuctionParams
-        from coasejax.train.auction_game import make_advocate
-
-        module = make_advocate(cfg, AuctionParams.from_config(cfg.env))
+        module = make_advocate(cfg, auction_env.AuctionParams.from_config(cfg.env))
         return lambda obs: act_with(module, params, obs)
     module = es_module(cfg, spec)
     roles = spec.role_index()  # one network per seat role: params carry a leading role axis

@@ -9,7 +9,7 @@ import pytest
 
 from coasejax.config import load_config
 from coasejax.train import es
-from coasejax.train.game import make_game
+from coasejax.train.auction_game import auction_game as make_game
 from tests.conftest import cli
 
 TINY = ["train.population=32", "train.batch=128", "train.opponents=1024", "train.eval_values=256",

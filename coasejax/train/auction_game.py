@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from coasejax.envs import auction
 from coasejax.eval.metrics import auction_metrics
-from coasejax.policies import Advocate, take
+from coasejax.policies import Advocate, make_advocate, skip_features, skip_start, take  # noqa: F401
 from coasejax.train.game import Game
 
 # the observation and the roles are the auction scenario's too (:mod:`coasejax.scenarios.auction`): one definition
@@ -34,21 +34,6 @@ def stratified_values(key: jax.Array, params: auction.AuctionParams, n: int) -> 
     """``f32[n]`` values ``F⁻¹((i + U_i)/n)``: one draw in each of n equal-probability strata (lower variance)."""
     u = (jnp.arange(n, dtype=jnp.float32) + jax.random.uniform(key, (n,))) / n
     return u ** (1.0 / params.power)
-
-
-def skip_start(fmt: str) -> str:
-    """The skip feature that starts at ``policy.init_scale``: ``vG`` (from ``init_scale · v G(v)``) in the all-pay
-    auction, ``v`` (from ``init_scale · v``) otherwise."""
-    return "vG" if fmt == "all_pay" else "v"
-
-
-def skip_features(fmt: str) -> tuple[str, ...]:
-    """The ``policy.win_prob`` head's bid-space skip features for an auction format (:class:`Advocate`): the
-    all-pay equilibrium ``r/(m+1) + m v G(v)/(m+1)`` needs ``r`` and ``v G(v)``, the first-price one
-    ``m v/(m+1) + ρ/(m+1)`` needs ``v`` and ``ρ`` (second price: ``v``). Features outside the format's family are
-    left out: in self-play ES drifts along them (the first price with ``r`` and ``v G(v)`` as well, started from
-    truthful bids, drifted to bne_rmse 0.08 at n = 2, uniform, reserve 0.4; BENCHMARKS.md)."""
-    return ("r", "v", "vG", "rho") if fmt == "all_pay" else ("v", "rho")
 
 
 def make_bidders(module: Advocate, params: auction.AuctionParams, role_provider: jax.Array):
@@ -65,16 +50,6 @@ def make_bidders(module: Advocate, params: auction.AuctionParams, role_provider:
         return jax.vmap(bid_one, in_axes=(0, 1, 0), out_axes=1)(take(stack, role_provider), values, roles_)
 
     return bid_one, bid_all
-
-
-def make_advocate(cfg, params: auction.AuctionParams) -> Advocate:
-    """The bidders' network of ``cfg`` (the one a checkpoint of this game holds parameters of); it acts on the
-    observation :func:`observe` (and the auction scenario's ``observe``) gives."""
-    return Advocate(hidden=tuple(cfg.policy.hidden), activation=cfg.policy.activation,
-                    init_scale=cfg.policy.init_scale, output=cfg.policy.output, init_power=cfg.policy.init_power,
-                    win_prob=cfg.policy.win_prob, reserve=cfg.env.reserve_price,
-                    win_exponent=win_exponent(params), features=skip_features(params.format),
-                    start=skip_start(params.format), low=0.0, high=1.0)
 
 
 def auction_game(cfg) -> Game:

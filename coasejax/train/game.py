@@ -1,4 +1,4 @@
-"""The interface between a one-shot game and the trainer, and the registry of trainable games by ``env.kind``.
+"""The interface between a one-shot game and the trainer, (the auction games, :mod:`coasejax.train.auction_game`; every other scenario trains in its own step, :mod:`coasejax.train.engine_es`).
 
 A :class:`Game` tells the trainer how many providers (parameter sets) there are, which network they use, and how well
 a batch of candidate parameter sets does for one provider against the current policies of everyone else
@@ -31,11 +31,3 @@ class Game(NamedTuple):
     fitness: Callable[..., jax.Array]
     metrics: Callable[..., dict]
     agents_per_iteration: int  # focal evaluations + opponent draws per provider and iteration (for throughput)
-
-
-def make_game(cfg) -> Game:
-    """The one-shot game of ``cfg.env.kind: auction`` (:mod:`coasejax.train.auction_game`): auctions train against the
-    opponents' bid distribution. Every other scenario trains in its own ``step`` (:mod:`coasejax.train.engine_es`)."""
-    from coasejax.train.auction_game import auction_game
-
-    return auction_game(cfg)

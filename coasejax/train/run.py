@@ -21,7 +21,7 @@ import numpy as np
 from coasejax import checkpoint as ckpt
 from coasejax.config import Config
 from coasejax.train import es
-from coasejax.train.game import make_game
+from coasejax.train.auction_game import auction_game
 
 EVAL_STREAM = 0x6576616C  # folds the evaluation's randomness away from the training's
 
@@ -34,7 +34,7 @@ def make_algo(cfg: Config):
 
         return PPO(cfg)
     if cfg.env.kind == "auction":
-        return es.ES(make_game(cfg), cfg.train)
+        return es.ES(auction_game(cfg), cfg.train)
     from coasejax.train.engine_es import EngineES
 
     return EngineES(cfg)
