@@ -1,4 +1,6 @@
-"""The interface between a one-shot game and the trainer, (the auction games, :mod:`coasejax.train.auction_game`; every other scenario trains in its own step, :mod:`coasejax.train.engine_es`).
+"""The interface between a one-shot game and the ES trainer: the auction games (:mod:`coasejax.train.auction_game`),
+which train against the opponents' bid distribution. Every other scenario trains in its own step
+(:mod:`coasejax.train.engine_es`).
 
 A :class:`Game` tells the trainer how many providers (parameter sets) there are, which network they use, and how well
 a batch of candidate parameter sets does for one provider against the current policies of everyone else
