@@ -1,14 +1,23 @@
-"""``coasejax compare``: trained policies head to head, in the same scenario and on the same seeds.
+"""``coasejax compare``: trained policies head to head, as competing providers in the same scenario, on the same seeds.
 
-Each entry is a checkpoint (``RUN_DIR`` for its latest, or ``RUN_DIR/checkpoints/STEP``) or ``scripted:truthful``.
+Each entry is a checkpoint (``RUN_DIR`` for its latest, ``RUN_DIR:STEP`` or ``RUN_DIR/checkpoints/STEP``) or a
+scripted advocate of the scenario, ``scripted:NAME`` (``scripted:truthful``, and e.g. ``scripted:shade`` in the Coase
+engine). A checkpoint's policy is what ``simulate`` deploys from it: provider 0 of seed 0 (:mod:`coasejax.agents`);
+a multi-provider PPO run whose provider 0 was scripted truthful is that scripted advocate.
 
-* **Multi-round Coase scenario** (PPO runs): ``:P`` picks provider P (default 0). For every pair of entries and every
-  evaluation seed, a fresh population of the first checkpoint's scenario starts with clients split evenly between the
-  two policies seated as competing providers (alternating agents), both play their mean actions, and clients switch
-  providers by the logit rule of the provider layer (``--switching-rate``; memory, inertia and temperature from the
-  scenario). Measured over the rounds after a burn-in: each provider's client utility (net utility per client and
-  round), market share (mean over the rounds), and the welfare, efficiency and deal rate of all bargains. Scripted
-  truthful: :data:`coasejax.envs.negotiation.TRUTHFUL_ACTION`.
+* **Any scenario but auctions** (the Coase engine, the multi-round Coase scenario, scenarios registered later): the
+  scenario and its settings come from the first checkpoint's saved config. For every pair (A, B) the two policies
+  are seated as the two competing providers of that scenario through the interface, with ``simulate``'s own
+  machinery (:func:`coasejax.simulate.build` on the config with ``providers.count: 2`` and ``providers.policy:
+  [A, B]``, every other difference between providers switched off: no fees, no conduct code, one protocol), and
+  ``--seeds`` independent populations are rolled out side by side (``sim.envs``). Clients start split at random
+  between the two and switch by the logit rule of the provider layer (``--switching-rate``; memory, inertia and
+  temperature from the scenario). Each pair is played twice on the same populations and the same draws, A as
+  provider 0 and then as provider 1 (the seats swapped), and every per-provider number of A is the mean of its two
+  seats: the design is balanced, and a policy against itself differs by exactly zero. Measured over ``--rounds``
+  rounds after the scenario's burn-in (``params.burn_in``, default 0): each provider's client utility (the summary's
+  ``provider_utility``: net utility per client and round), market share (``provider_shares``), and the welfare,
+  efficiency and deal rate of the whole population.
 * **Auctions** (ES runs): an entry is the run's whole policy (every role's provider). For every pair and seed, the
   same ``--agents`` auctions are run twice, A in role 0 against B in the other roles, then the reverse; each
   entry's utility is its mean per seat it held. Also the revenue, efficiency and trade rate. Scripted truthful bids
@@ -29,6 +38,7 @@ from typing import Any
 import numpy as np
 
 SCRIPTED = "scripted:truthful"
+SCRIPTED_PREFIX = "scripted:"
 
 
 class CompareError(ValueError):
@@ -38,85 +48,99 @@ class CompareError(ValueError):
 @dataclass
 class Entry:
     name: str
-    kind: str  # learned | truthful
+    kind: str  # learned | truthful | the name of another scripted advocate
     cfg: Any = None  # the run's Config (None for scripted entries)
     meta: dict | None = None
-    params: Any = None  # one provider's parameter tree
+    params: Any = None  # auctions: the run's parameter tree (every role's provider)
+    spec: str | None = None  # what providers.policy names: RUN_DIR:STEP, or the scripted advocate's name
+
+    @property
+    def seat(self) -> str:
+        """The ``providers.policy`` entry that seats this policy in ``simulate``."""
+        return self.spec if self.spec is not None else self.kind
 
 
-def _split(spec: str) -> tuple[Path, int]:
-    path, provider = spec, 0
+def _split(spec: str) -> tuple[Path, int | None]:
+    """``RUN_DIR``, ``RUN_DIR:STEP`` or ``RUN_DIR/checkpoints/STEP``."""
     head, sep, tail = spec.rpartition(":")
     if sep and tail.isdigit() and head:
-        path, provider = head, int(tail)
-    return Path(path), provider
+        return Path(head), int(tail)
+    path = Path(spec)
+    if path.parent.name == "checkpoints" and path.name.isdigit():
+        return path.parent.parent, int(path.name)
+    return path, None
 
 
 def load_entry(spec: str) -> Entry:
     """The policy named by ``spec`` (see the module doc)."""
-    if spec == SCRIPTED:
-        return Entry(name=SCRIPTED, kind="truthful")
+    if spec.startswith(SCRIPTED_PREFIX):
+        name = spec[len(SCRIPTED_PREFIX):]
+        return Entry(name=spec, kind=name, spec=name)
     from coasejax import checkpoint as ckpt
     from coasejax.config import ConfigError, validate
 
-    path, provider = _split(spec)
-    if (path / "checkpoints").is_dir():
-        directory, step = path / "checkpoints", None
-    elif path.parent.name == "checkpoints" and path.name.isdigit():
-        directory, step = path.parent, int(path.name)
-    else:
-        raise CompareError(f"{spec}: not a run directory (with checkpoints/) or a checkpoint folder "
-                           f"(RUN/checkpoints/STEP), nor {SCRIPTED}")
+    run, step = _split(spec)
+    directory = run / "checkpoints"
+    if not directory.is_dir():
+        raise CompareError(f"{spec}: not a run directory (with checkpoints/), RUN_DIR:STEP or a checkpoint folder "
+                           f"(RUN/checkpoints/STEP), nor {SCRIPTED_PREFIX}NAME")
     mngr = ckpt.manager(directory, read_only=True)
     step = ckpt.resolve_step(mngr, step)
     meta = ckpt.saved_meta(mngr, step)
     if meta is None:
         raise CompareError(f"{spec}: checkpoint {step} has no metadata (written by an older coasejax); retrain it")
-    scenario = meta.get("scenario")
-    if scenario not in ("coase_rounds", "auction"):
-        raise CompareError(f"{spec}: compare seats policies of the multi-round Coase scenario (PPO) or of auctions; "
-                           f"this checkpoint is {meta.get('algo')} on {scenario}")
-    if scenario == "auction" and provider:
-        raise CompareError(f"{spec}: an auction entry is the run's whole policy (every role); drop the :{provider}")
-    if not 0 <= provider < meta["providers"]:
-        raise CompareError(f"{spec}: provider {provider} out of range (the run has {meta['providers']})")
     try:
         cfg = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
     except ConfigError as e:
         raise CompareError(str(e)) from None
-    if scenario == "auction":
-        name, pick = f"{path}@{step}", (lambda x: x[0])  # seed 0, every role's provider
-    else:
-        name, pick = f"{path}:{provider}@{step}", (lambda x: x[0, provider])  # seed 0, provider P
-        if meta["advocates"][provider] == "truthful":
-            return Entry(name=name, kind="truthful", cfg=cfg, meta=meta)
+    name = f"{run}@{step}"
+    if meta.get("scenario") != "auction":
+        if (meta.get("advocates") or ["learned"])[0] == "truthful":  # provider 0 was scripted in training
+            return Entry(name=name, kind="truthful", cfg=cfg, meta=meta, spec="truthful")
+        return Entry(name=name, kind="learned", cfg=cfg, meta=meta, spec=f"{run}:{step}")
     import jax
 
     from coasejax.train.run import make_algo
 
     state = ckpt.restore(mngr, step, make_algo(cfg).init_states())
-    return Entry(name=name, kind="learned", cfg=cfg, meta=meta, params=jax.tree.map(pick, state.params))
+    return Entry(name=name, kind="learned", cfg=cfg, meta=meta, params=jax.tree.map(lambda x: x[0], state.params))
 
 
-#: what must agree between the entries, per scenario
-LAYOUT_KEYS = {"coase_rounds": ("observation", "actions", "policy_hidden"), "auction": ("auction",)}
+#: what must agree between the entries (besides the scenario), per scenario
+LAYOUT_KEYS = {"auction": ("auction",)}
+DEFAULT_LAYOUT_KEYS = ("observation", "actions")
 
 
 def check_compatible(entries: list[Entry]) -> None:
-    """Every checkpoint must be of the first one's scenario; Coase policies must share its observation and action
-    layouts and network widths (they are stacked as providers), auction policies its auction."""
+    """Every checkpoint must be of the first one's scenario and share its observation and action layouts (auction
+    policies: its auction); every scripted entry must name a scripted advocate of that scenario."""
     learned = [e for e in entries if e.meta is not None]
     if not learned:
         raise CompareError("compare needs at least one checkpoint (the scenario comes from it)")
     ref = learned[0]
+    scenario = ref.meta.get("scenario")
     for e in learned[1:]:
-        if e.meta.get("scenario") != ref.meta.get("scenario"):
+        if e.meta.get("scenario") != scenario:
             raise CompareError(f"{e.name}: incompatible with {ref.name}: scenario differs "
-                               f"({e.meta.get('scenario')} vs {ref.meta.get('scenario')})")
-        for key in LAYOUT_KEYS.get(ref.meta.get("scenario", "coase_rounds"), LAYOUT_KEYS["coase_rounds"]):
+                               f"({e.meta.get('scenario')} vs {scenario})")
+        for key in LAYOUT_KEYS.get(scenario, DEFAULT_LAYOUT_KEYS):
             if e.meta.get(key) != ref.meta.get(key):
                 raise CompareError(f"{e.name}: incompatible with {ref.name}: {key} differs "
                                    f"({e.meta.get(key)} vs {ref.meta.get(key)})")
+    scripted = _scripted_names(scenario)
+    for e in entries:
+        if e.meta is None and scripted is not None and e.kind not in scripted:
+            raise CompareError(f"{e.name}: scenario {scenario} has no scripted advocate {e.kind!r} "
+                               f"(it has {', '.join(SCRIPTED_PREFIX + s for s in scripted)})")
+        if scenario == "auction" and e.meta is None and e.kind != "truthful":
+            raise CompareError(f"{e.name}: auction entries are checkpoints or {SCRIPTED}")
+
+
+def _scripted_names(scenario: str | None) -> list[str] | None:
+    from coasejax import scenarios
+
+    rec = scenarios.REGISTRY.get(scenario)
+    return None if rec is None else list(rec.scripted)
 
 
 def _ci(x: np.ndarray) -> list[float]:
@@ -147,45 +171,104 @@ def holm(p: list[float]) -> list[float]:
     return adjusted
 
 
-class _CoaseArena:
-    """The compare scenario with two provider seats, compiled once for every pair: the parameters of both seats and
-    which of them are scripted are inputs, not constants."""
+def arena_config(cfg, n: int, rounds: int, switching_rate: float, seeds: int, seed: int, policies: list[str]):
+    """The ``simulate`` config that seats ``policies`` (two ``providers.policy`` entries) as competing providers in
+    the scenario of ``cfg`` (a checkpoint's saved config): ``n`` agents, ``seeds`` environments, the scenario's
+    burn-in plus ``rounds`` rounds, clients switching at ``switching_rate``, no other difference between the
+    providers."""
+    from coasejax import scenarios
+    from coasejax.config import ConfigError, validate
+
+    data = json.loads(json.dumps(cfg.to_dict()))
+    data["population"]["n_agents"] = n
+    data["providers"].update(count=2, policy=list(policies), advocate="learned", switching_rate=switching_rate,
+                             fee=0.0, fee_flat=0.0, conduct=None, shade=None, skill=0.0, protocol=None)
+    data["advocates"]["policy"] = None
+    data["sweep"] = {}
+    if "minibatches" in data.get("train", {}):
+        data["train"]["minibatches"] = 1  # PPO's own check (it divides N) is no concern of a simulation
+    data["sim"].update(envs=seeds, seed=seed, rounds=rounds)
+    try:
+        first = validate(data, "compare scenario")
+        burn_in = int(getattr(scenarios.get(first.env.kind).params(first), "burn_in", 0))
+        if burn_in:
+            data["sim"]["rounds"] = burn_in + rounds
+            first = validate(data, "compare scenario")
+    except ConfigError as e:
+        raise CompareError(str(e)) from None
+    return first
+
+
+def provider_numbers(summary: dict, per_round: dict) -> dict[str, np.ndarray]:
+    """Each provider's client utility (``f64[2]``) and market share of one environment's run, from the scenario's
+    summary (``provider_utility``, ``provider_shares``); where the summary has no ``provider_utility`` it is summed
+    from the per-round metrics ``provider_utility`` over ``provider_clients``. Plus the scalar ``efficiency``,
+    ``welfare``, ``deal_rate`` and ``revenue`` where the summary has them."""
+    util = summary.get("provider_utility")
+    if util is None and "provider_utility" in per_round and "provider_clients" in per_round:
+        clients = np.asarray(per_round["provider_clients"], np.float64).sum(axis=(0, 1))
+        util = np.asarray(per_round["provider_utility"], np.float64).sum(axis=(0, 1)) / np.maximum(clients, 1.0)
+    if util is None or np.size(util) != 2:
+        raise CompareError(f"scenario {summary.get('scenario')}: its summary reports no provider_utility of the two "
+                           f"providers, so their clients cannot be compared")
+    out = {"utility": np.asarray(util, np.float64)}
+    shares = summary.get("provider_shares")
+    if shares is not None and np.size(shares) == 2:
+        out["share"] = np.asarray(shares, np.float64)
+    for key in ("efficiency", "welfare", "deal_rate", "revenue"):
+        v = summary.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = np.float64(v)
+    return out
+
+
+class _Arena:
+    """The scenario of the first checkpoint with two provider seats. :meth:`play` seats two entries there by
+    ``providers.policy`` and runs ``simulate``'s build and roll-out once per order of the two (the seats swapped),
+    caching each order's per-seed numbers."""
 
     def __init__(self, scenario, n: int, rounds: int, switching_rate: float, seeds: int, seed: int):
+        self.cfg, self.n, self.rounds, self.rate, self.seeds, self.seed = scenario, n, rounds, switching_rate, seeds, \
+            seed
+        self.cache: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+    def order(self, a: Entry, b: Entry) -> dict[str, np.ndarray]:
+        """Per-seed numbers with ``a`` as provider 0 and ``b`` as provider 1: ``{key: f64[seeds, 2]}`` per provider,
+        ``{key: f64[seeds]}`` for the population's."""
         import jax
-        import jax.numpy as jnp
 
-        from coasejax.config import validate
-        from coasejax.train.ppo import PPO, summarise_totals
+        from coasejax import simulate as sim_mod
+        from coasejax.config import ConfigError
 
-        data = scenario.to_dict()
-        data["population"]["n_agents"] = n
-        data["train"]["minibatches"] = 1
-        data["providers"].update(count=2, advocate=["learned", "truthful"], switching_rate=switching_rate, fee=0.0,
-                                 fee_flat=0.0, conduct=None, shade=None, skill=0.0, protocol=None)
-        algo = PPO(validate(data, "compare scenario"))
-        provider = jnp.arange(n, dtype=jnp.int32) % 2  # clients split evenly, alternating
-        burn_in = algo.params.contract_rounds + 2
-
-        def one(key, stack, learned):
-            totals, per_prov = algo.play(key, stack, n, rounds, burn_in, provider, learned)
-            m = summarise_totals(algo.params, totals, per_prov)
-            return {"utility": m["provider_utility"], "share": m["provider_shares"], "efficiency": m["efficiency"],
-                    "welfare": m["gain_per_bargain_round"], "deal_rate": m["deal_rate"]}
-
-        self.fn = jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-        self.keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+        key = (a.seat, b.seat)
+        if key in self.cache:
+            return self.cache[key]
+        cfg = arena_config(self.cfg, self.n, self.rounds, self.rate, self.seeds, self.seed, list(key))
+        try:
+            sim = sim_mod.build(cfg)
+        except ConfigError as e:
+            raise CompareError(str(e)) from None
+        per_round, _, first, last = sim_mod.roll_out(sim)
+        rows = []
+        for e in range(cfg.sim.envs):
+            pick = lambda tree: jax.tree.map(lambda x: x[e:e + 1], tree)  # noqa: E731
+            one = {k: v[e:e + 1] for k, v in per_round.items()}
+            rows.append(provider_numbers(sim.scenario.summarise(cfg, sim.params, one, pick(first), pick(last)), one))
+        out = {k: np.stack([r[k] for r in rows]) for k in rows[0] if all(k in r for r in rows)}
+        self.cache[key] = out
+        return out
 
     def play(self, a: Entry, b: Entry) -> dict[str, np.ndarray]:
-        """Per-seed results of ``a`` (provider 0) against ``b`` (provider 1)."""
-        import jax
-        import jax.numpy as jnp
-
-        dummy = a.params if a.params is not None else b.params
-        stack = jax.tree.map(lambda x, y: jnp.stack([x, y]), a.params if a.params is not None else dummy,
-                             b.params if b.params is not None else dummy)
-        learned = jnp.asarray([a.kind == "learned", b.kind == "learned"])
-        return {k: np.asarray(v, np.float64) for k, v in self.fn(self.keys, stack, learned).items()}
+        """Per-seed results of ``a`` against ``b``: each side's numbers averaged over its two seats."""
+        ab = self.order(a, b)
+        ba = ab if a.seat == b.seat else self.order(b, a)
+        out = {}
+        for k in ab:
+            if ab[k].ndim == 2:  # per provider: A held seat 0 of ab and seat 1 of ba
+                out[k] = np.stack([(ab[k][:, 0] + ba[k][:, 1]) / 2, (ab[k][:, 1] + ba[k][:, 0]) / 2], axis=1)
+            else:
+                out[k] = (ab[k] + ba[k]) / 2
+        return out
 
 
 def _bidder(entry: Entry, params):
@@ -245,11 +328,11 @@ def compare(specs: list[str] | list[Entry], seeds: int = 10, n: int | None = Non
     entries = specs if specs and isinstance(specs[0], Entry) else load_entries(specs)
     ref = next(e for e in entries if e.cfg is not None)
     scenario, kind = ref.cfg, ref.meta["scenario"]
-    n = n or (scenario.population.n_agents if kind == "coase_rounds" else 2**16)
+    n = n or (2**16 if kind == "auction" else scenario.population.n_agents)
     k = len(entries)
     rows, p_util = [], []
     adv = np.zeros((k, k))
-    arena = _CoaseArena(scenario, n, rounds, switching_rate, seeds, seed) if kind == "coase_rounds" else None
+    arena = None if kind == "auction" else _Arena(scenario, n, rounds, switching_rate, seeds, seed)
     for i in range(k):
         for j in range(i + 1, k):
             if kind == "auction":
@@ -286,10 +369,10 @@ def compare(specs: list[str] | list[Entry], seeds: int = 10, n: int | None = Non
     score = adv.sum(axis=1) / max(k - 1, 1)
     ranking = [{"rank": r + 1, "entry": entries[i].name, "index": int(i), "mean_utility_advantage": float(score[i])}
                for r, i in enumerate(np.argsort(-score, kind="stable"))]
-    label = (f"coase_rounds/{scenario.mechanism.kind}" if kind == "coase_rounds"
-             else f"auction/{scenario.env.auction}")
-    return {"entries": [e.name for e in entries], "scenario": label, "n_agents": n, "seeds": seeds, "rounds": rounds, "switching_rate": switching_rate, "alpha": alpha,
-            "pairs": rows, "utility_advantage": adv.tolist(), "ranking": ranking}
+    label = f"auction/{scenario.env.auction}" if kind == "auction" else f"{kind}/{scenario.mechanism.kind}"
+    return {"entries": [e.name for e in entries], "scenario": label, "n_agents": n, "seeds": seeds, "rounds": rounds,
+            "switching_rate": switching_rate, "alpha": alpha, "pairs": rows, "utility_advantage": adv.tolist(),
+            "ranking": ranking}
 
 
 def heatmap(result: dict, path: Path) -> None:
@@ -317,7 +400,7 @@ def heatmap(result: dict, path: Path) -> None:
             star = "*" if (i, j) in sig or (j, i) in sig else ""
             ax.text(j, i, f"{adv[i, j]:+.3f}{star}", ha="center", va="center", fontsize=9,
                     color="white" if abs(adv[i, j]) > 0.6 * lim else "black")
-    what = "client utility per round" if result["scenario"].startswith("coase") else "utility per seat"
+    what = "utility per seat" if result["scenario"].startswith("auction/") else "client utility per round"
     ax.set_title(f"{what}: row minus column (* significant, Holm)")
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()

@@ -12,7 +12,12 @@ data allow:
   per-k metrics), and by harm quartile;
 * the wealth Lorenz curve;
 * how often each rule layer binds;
-* provider market shares over rounds or training.
+* provider market shares over rounds or training;
+* the metrics of each episode group (rights regime × cost) of the multi-round Coase scenario.
+
+Any scenario's run gets a page: a figure is drawn only where the run holds its data, and a figure whose data the
+scenario's summary holds in another shape is left out with its reason (never an error); every scalar of the
+summary is listed on the page.
 
 The page needs no server: figures are files next to it, and a script on the page records how many of them the
 browser loaded (``data-figures-loaded`` on ``<body>``), which the test reads back from headless Chromium.
@@ -31,7 +36,10 @@ COST_KEYS = ("state.transaction_costs.per_party", "state.transaction_costs.per_r
              "state.transaction_costs.per_deal", "state.tc_floor")
 HEADLINE = ("efficiency", "welfare_ratio", "deal_rate", "participation_rate", "free_rider_share",
             "coalition_size_mean", "assurance_success_rate", "coalition_stability", "harm_internalised",
-            "gini_wealth", "proposer_share", "rubinstein_share", "bne_rmse", "utility", "agent_steps_per_second")
+            "gini_wealth", "proposer_share", "rubinstein_share", "proposer_share_error", "report_ratio", "bne_rmse",
+            "linear_bne_rmse", "utility_loss_rel", "utility", "revenue", "trade_rate", "provider_shares",
+            "provider_utility", "agent_steps_per_second")
+ABOUT = ("scenario", "mechanism", "format", "rights", "strategy", "advocates", "game", "algo")
 
 
 class RunData:
@@ -39,11 +47,11 @@ class RunData:
 
     def __init__(self, run: Path):
         self.run = run
-        self.summary = _json(run / "summary.json")
-        self.sweep = _json(run / "sweep.json")
-        self.tc_curves = _json(run / "tc_curves.json")
+        self.summary = _dict(_json(run / "summary.json"))
+        self.sweep = _dict(_json(run / "sweep.json"))
+        self.tc_curves = _dict(_json(run / "tc_curves.json"))
         lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
-        self.metrics = [json.loads(x) for x in lines if x.strip()]
+        self.metrics = [row for row in (json.loads(x) for x in lines if x.strip()) if isinstance(row, dict)]
         if self.summary is None and self.sweep is None and self.tc_curves is None and not self.metrics:
             raise FileNotFoundError(f"{run}: no summary.json, sweep.json, metrics.jsonl or tc_curves.json — not a "
                                     f"coasejax run directory")
@@ -54,6 +62,10 @@ class RunData:
 
 def _json(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _dict(v):
+    return v if isinstance(v, dict) else None
 
 
 def _num(v) -> float:
@@ -241,7 +253,7 @@ def fig_layers(d: RunData, ax):
 
 def fig_providers(d: RunData, ax):
     per = (d.summary or {}).get("per_round") or {}
-    shares = per.get("provider_shares")
+    shares = per.get("provider_shares") or (d.summary or {}).get("provider_shares_by_round")
     if shares and len(shares[0]) > 1:
         for j in range(len(shares[0])):
             ax.plot(range(1, len(shares) + 1), [row[j] for row in shares], label=f"provider {j}")
@@ -259,9 +271,31 @@ def fig_providers(d: RunData, ax):
     return "Each provider's share of the clients at the end of each logged training chunk."
 
 
+def fig_groups(d: RunData, ax):
+    """The multi-round Coase scenario's episode groups (regime-major, then cost), learned against analytic."""
+    s = d.summary or {}
+    learned = s.get("efficiency_by_group")
+    if not isinstance(learned, list) or len(learned) < 2:
+        return None
+    labels = [f"{r['regime']}, cost {r['per_round_cost']:g}" for r in (s.get("cost_curve") or {}).get("curve", [])]
+    if len(labels) != len(learned):
+        labels = [f"group {g}" for g in range(len(learned))]
+    xs = range(len(learned))
+    ax.bar([x - 0.2 for x in xs], [_num(v) for v in learned], width=0.4, label="learned / played")
+    analytic = s.get("analytic_efficiency_by_group")
+    if isinstance(analytic, list) and len(analytic) == len(learned):
+        ax.bar([x + 0.2 for x in xs], [_num(v) for v in analytic], width=0.4, label="analytic (efficient)")
+    ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="efficiency", title="efficiency by episode group", ylim=(0, 1.05))
+    ax.legend(fontsize=7)
+    return "Efficiency of each episode group (rights regime × per-round negotiation cost), against the analytic value."
+
+
 FIGURES = (("rounds", fig_rounds, 2), ("training", fig_training, 2), ("tc_curve", fig_tc, 2),
            ("coalitions", fig_coalition_sizes, 2), ("free_riding", fig_free_riding, 2), ("lorenz", fig_lorenz, 1),
-           ("layers", fig_layers, 1), ("providers", fig_providers, 1))
+           ("layers", fig_layers, 1), ("providers", fig_providers, 1), ("groups", fig_groups, 1))
+#: what a figure function may raise on a summary of another shape (the figure is then left out, with the reason)
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError)
 
 
 def write_report(run: Path) -> Path:
@@ -277,7 +311,11 @@ def write_report(run: Path) -> Path:
     made, missing = [], []
     for name, draw, panels in FIGURES:
         fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), constrained_layout=True)
-        caption = draw(d, axes if panels > 1 else axes)
+        try:
+            caption = draw(d, axes)
+        except SHAPE_ERRORS as e:  # the data is there in a shape this figure does not read: leave it out
+            caption = None
+            name = f"{name} (unreadable data: {type(e).__name__})"
         if caption is None:
             missing.append(name)
         else:
@@ -293,9 +331,17 @@ def write_report(run: Path) -> Path:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
-        return "—" if math.isnan(v) else (f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}")
+        return "—" if not math.isfinite(v) else (f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}")
+    if isinstance(v, list) and len(v) <= 16 and all(isinstance(x, (int, float)) or x is None for x in v):
+        return ", ".join("—" if x is None else _fmt(x) for x in v)
     return html.escape(str(v))
+
+
+def _scalar(v) -> bool:
+    return v is None or isinstance(v, (int, float, str, bool))
 
 
 def _html(d: RunData, made: list, missing: list) -> str:
@@ -303,13 +349,16 @@ def _html(d: RunData, made: list, missing: list) -> str:
     cfg = s.get("config") or {}
     title = f"coasejax report — {d.run.name}"
     rows = "".join(f"<tr><th>{k}</th><td>{_fmt(s[k])}</td></tr>" for k in HEADLINE if s.get(k) is not None)
+    others = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in s.items()
+                     if k not in HEADLINE and k not in ABOUT and k != "config" and _scalar(v) and v is not None)
     if d.tc_curves:
         rows += f"<tr><th>curves</th><td>{len(d.tc_curves['curves'])} mechanism × rights lines</td></tr>"
-    about = ", ".join(f"{k}: {html.escape(str(s[k]))}" for k in ("mechanism", "rights", "strategy", "game", "algo")
-                      if k in s)
+    about = ", ".join(f"{k}: {_fmt(s[k])}" for k in ABOUT if s.get(k) is not None)
     figs = "".join(f'<figure><img src="report_figures/{n}.png" alt="{n}" class="fig"><figcaption>'
                    f"{html.escape(c)}</figcaption></figure>" for n, c in made)
     none = (f"<p class=note>Not in this run: {', '.join(missing)}.</p>" if missing else "")
+    all_block = (f"<details><summary>every number of the summary</summary><table>{others}</table></details>"
+                 if others else "")
     cfg_block = (f"<details><summary>configuration</summary><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>"
                  f"</details>" if cfg else "")
     return f"""<!doctype html>
@@ -326,6 +375,7 @@ figure {{ margin: 1.5em 0; }} img.fig {{ max-width: 100%; }} figcaption {{ color
 <table>{rows}</table>
 {figs}
 {none}
+{all_block}
 {cfg_block}
 <script>
 window.addEventListener("load", () => {{

@@ -149,8 +149,9 @@ def evaluate(
 
 
 def compare(
-    entries: Annotated[list[str], typer.Argument(help="Policies: RUN_DIR or RUN_DIR/checkpoints/STEP (PPO runs: "
-                                                      "optional :P for provider P), or scripted:truthful.")],
+    entries: Annotated[list[str], typer.Argument(help="Policies: RUN_DIR, RUN_DIR:STEP or RUN_DIR/checkpoints/STEP "
+                                                      "(the policy simulate deploys), or scripted:NAME (a scripted "
+                                                      "advocate of the scenario, e.g. scripted:truthful).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("runs/compare"),
     seeds: Annotated[int, typer.Option(min=2, max=1000, help="Evaluation seeds per pair.")] = 10,
     agents: Annotated[Optional[int], typer.Option(min=2, help="Agents per population [default: the scenario's], or "
@@ -159,7 +160,8 @@ def compare(
     switching_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Clients' review rate per round.")] = 0.1,
     alpha: Annotated[float, typer.Option(min=0.0, max=0.5, help="Significance level (Holm-corrected).")] = 0.05,
 ) -> None:
-    """Seat trained policies as competing providers; writes compare.json (cross-play table, CIs, tests, ranking)
+    """Seat trained policies as competing providers of their scenario (any scenario; auctions: head to head in the
+    same auctions); writes compare.json (cross-play table, CIs, tests, ranking)
     and compare.png (heat-map)."""
     if len(entries) < 2:
         fail("compare needs at least two entries (an entry may be repeated to compare a policy with itself)")
@@ -176,9 +178,14 @@ def compare(
     pairs = len(entries) * (len(entries) - 1) // 2
     progress = Progress(TextColumn("pairs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     task = progress.add_task("compare", total=pairs)
-    with progress:
-        result = cmp.compare(loaded, seeds=seeds, n=agents, rounds=rounds, switching_rate=switching_rate,
-                             alpha=alpha, on_pair=lambda: progress.advance(task))
+    from coasejax.config import ConfigError
+
+    try:
+        with progress:
+            result = cmp.compare(loaded, seeds=seeds, n=agents, rounds=rounds, switching_rate=switching_rate,
+                                 alpha=alpha, on_pair=lambda: progress.advance(task))
+    except (cmp.CompareError, CheckpointError, ConfigError) as e:
+        fail(str(e))
     paths = cmp.write(result, out)
     from rich.table import Table
 

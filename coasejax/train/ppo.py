@@ -55,9 +55,6 @@ from coasejax.policies import ActorCritic, take
 from coasejax.scenarios.base import Scenario
 from coasejax.train.es import optimizer, seed_keys
 
-# re-exports for train/run.py and eval/compare.py until they import from the scenario (scenario analytics live there)
-from coasejax.scenarios.coase_rounds import cost_curve, summarise_totals  # noqa: E402,F401
-
 #: the initial pre-squash mean is the truthful action's logit, clipped to ±INIT_LOGIT
 INIT_LOGIT = 0.5
 #: the discount factor of a scenario without ``discount``
