@@ -126,8 +126,11 @@ class EngineES:
         iota = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), owners.shape)
         positions = None if sc.observe_agents is not None else jax.vmap(
             lambda o, i: jnp.zeros((n,), jnp.int32).at[o].set(i))(owners, iota)  # not needed: agents observe once
-        provider = jnp.zeros((n,), jnp.int32).at[owners.reshape(-1)].set(
-            sc.seat_providers(params, state).reshape(-1))
+        if self.m == 1:  # one provider: no scatter
+            provider = jnp.zeros((n,), jnp.int32)
+        else:
+            provider = jnp.zeros((n,), jnp.int32).at[owners.reshape(-1)].set(
+                sc.seat_providers(params, state).reshape(-1))
         return owners, positions, provider
 
     def fitness(self, rewards, owners):
@@ -159,11 +162,13 @@ class EngineES:
         flat = self.flatten(state.params)  # f32[P, R, D]
         eps = self.noise(table, k_eps, flat.shape[1:])
         base = flat[provider]
+        # materialised once: fused into its consumers the table gather would be recomputed in each of them
+        plus, minus, eps = jax.lax.optimization_barrier((base + sigma * eps, base - sigma * eps, eps))
 
-        def fit(sign):
-            return self.fitness(self.play(k_run, base + sign * sigma * eps, state0, positions, owners), owners)
+        def fit(theta):
+            return self.fitness(self.play(k_run, theta, state0, positions, owners), owners)
 
-        f = jax.vmap(fit)(jnp.asarray([1.0, -1.0]))  # f32[2, N]
+        f = jnp.stack([fit(plus), fit(minus)])  # f32[2, N] (two plays, not a vmap: the engine's rolls batch poorly)
         trained = self.learned[provider].astype(jnp.float32)
         counts = jnp.maximum(jax.ops.segment_sum(jnp.ones((self.n,)), provider, self.m), 1.0)
         diff = (f[0] - f[1]) * trained
