@@ -133,7 +133,7 @@ def _setup(cfg: Config, env: int) -> dict:
     k_pop, k_run = jax.random.split(root)
     env_pop_keys = jax.random.split(k_pop, cfg.sim.envs)
     run_keys = jax.random.split(k_run, cfg.sim.envs)
-    state = coase.reset(env_pop_keys[env], cfg)
+    state = coase.reset(env_pop_keys[env], coase.EnvParams.from_config(cfg, graph))
     pop, indiv = state.pop, state.indiv
     traits = {t: (None if getattr(indiv, t) is None else _to_list(getattr(indiv, t)))
               for t in ("red_line", "reservation", "altruism", "budget_share")}

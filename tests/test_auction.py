@@ -194,9 +194,9 @@ def test_bad_auction_settings_name_the_key(override, key):
 
 
 def test_value_dist_syntax():
-    assert load_config(None, ["env.value_dist=power:2.5"]).env.power == 2.5
-    assert load_config(None, ["env.value_dist=power:1"]).env.value_dist == "uniform"
-    assert load_config(None, ["env.value_dist=uniform"]).env.power == 1.0
+    assert load_config(None, ["env.kind=auction", "env.value_dist=power:2.5"]).env.power == 2.5
+    assert load_config(None, ["env.kind=auction", "env.value_dist=power:1"]).env.value_dist == "uniform"
+    assert load_config(None, ["env.kind=auction", "env.value_dist=uniform"]).env.power == 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_clarke_deficit_matches_its_closed_form(run, rights):
     p = cfg.population
     graph = make_graph(p.graph, p.n_agents, p.degree, cfg.sim.seed, p.rewire)
     k_pop, _ = jax.random.split(jax.random.PRNGKey(cfg.sim.seed))
-    pop = coase.reset(jax.random.split(k_pop, cfg.sim.envs)[0], cfg).pop
+    pop = coase.reset(jax.random.split(k_pop, cfg.sim.envs)[0], coase.EnvParams.from_config(cfg, graph)).pop
     a, c = np.asarray(pop.a, np.float64), np.asarray(pop.c, np.float64)
     nbrs = np.asarray(graph.neighbours())
     expected = sum(clarke_net_intake_closed_form(a[i], p.w * c[nbrs[i]], rights == "emitter")

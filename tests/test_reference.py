@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +25,8 @@ from coasejax.config import load_config
 from coasejax.envs import coase
 from coasejax.graphs import make_graph
 from coasejax.reference import reference_compatible, simulate_reference
-from coasejax.simulate import build, simulate, summarise
+from coasejax.scenarios.coase import summarise
+from coasejax.simulate import build, simulate
 
 N_AGENTS = 300
 ROUNDS = 3
@@ -80,17 +80,16 @@ def run_engine(cfg, extra=()):
     base = compiled(cfg.mechanism.kind, cfg.advocates.strategy, cfg.population.graph, tuple(extra))
     sim = dataclasses.replace(base, cfg=cfg, params=coase.EnvParams.from_config(cfg))
     state = jax.tree.map(jnp.copy, sim.state)  # the runner donates its state argument
-    initial_wealth = np.asarray(state.pop.wealth, np.float64)
+    first = jax.device_get(state)
     chunks = []
-    t0 = time.perf_counter()
     for _ in range(cfg.sim.rounds // sim.chunk):
-        state, m = sim.runner(sim.keys, state, sim.params, sim.graph)
+        state, m = sim.runner(sim.keys, state, sim.params)
         chunks.append(m)
-    final_wealth = np.asarray(jax.device_get(state.pop.wealth), np.float64)
-    seconds = time.perf_counter() - t0
+    last = jax.device_get(state)
+    final_wealth = np.asarray(last.pop.wealth, np.float64)
     per_round = {f: np.concatenate([np.asarray(getattr(c, f), np.float64) for c in chunks], axis=1)
                  for f in coase.RoundMetrics._fields}
-    summary = summarise(cfg, per_round, seconds, sim, initial_wealth.sum(axis=1), final_wealth.sum(axis=1))
+    summary = summarise(cfg, sim.params, per_round, first, last)
     return summary, final_wealth
 
 
@@ -140,7 +139,7 @@ def test_reference_reproduces_each_environment_of_a_batch():
     sim = build(cfg)
     state = jax.tree.map(jnp.copy, sim.state)
     for _ in range(cfg.sim.rounds // sim.chunk):
-        state, _ = sim.runner(sim.keys, state, sim.params, sim.graph)
+        state, _ = sim.runner(sim.keys, state, sim.params)
     wealth = np.asarray(state.pop.wealth, np.float64)
     for env in (0, 1):
         ref = simulate_reference(cfg, env=env)
@@ -206,7 +205,7 @@ def test_reference_rejects_what_it_does_not_model(mechanism, extra, match):
 #   a lump-sum share counts the whole revenue, whose float32 sum carries N u · revenue, u · revenue per share; a fee
 #   counts its share of the flows its gain is made of).
 # * random draws are the engine's (enforcement, drift, switching words; assurance pledge uniforms), taken by the
-#   documented rules with the keys of ``simulate.build`` and ``coase.rollout``: the reference shares the draws and
+#   documented rules with the keys of ``simulate.build`` and ``scenarios.rollout``: the reference shares the draws and
 #   nothing they decide.
 # * discrete decisions (attempts, vetoes, pledges, deal counts, providers chosen) must agree exactly; a setting in
 #   which some decision lies within float32 rounding of its threshold (``near_ties``, relative window 1e-6, about 16
@@ -354,23 +353,24 @@ def run_generated(sim, cfg):
     Returns its summary, final wealth ``f64[N]`` and final providers ``i32[N]``."""
     p = cfg.population
     graph = make_graph(p.graph, p.n_agents, p.degree, cfg.sim.seed, p.rewire)
-    params = coase.EnvParams.from_config(cfg)
+    params = coase.EnvParams.from_config(cfg, graph)
     k_pop, k_run = jax.random.split(jax.random.PRNGKey(cfg.sim.seed))
     keys = jax.random.split(k_run, cfg.sim.envs)
-    state = jax.vmap(lambda key: coase.reset(key, cfg, params.provider.use_switching))(
-        jax.random.split(k_pop, cfg.sim.envs))
-    sim = dataclasses.replace(sim, cfg=cfg, params=params, graph=graph, state=state, keys=keys)
-    initial = np.asarray(state.pop.wealth, np.float64)
+    state = jax.vmap(lambda key: coase.reset(key, params))(jax.random.split(k_pop, cfg.sim.envs))
+    # what reset draws (static, differing per setting) is read by reset alone, not by the compiled runner
+    params = params.replace(draws=sim.params.draws)
+    sim = dataclasses.replace(sim, cfg=cfg, params=params, state=state, keys=keys)
+    first = jax.device_get(state)
     chunks = []
-    t0 = time.perf_counter()
     for _ in range(cfg.sim.rounds // sim.chunk):
-        state, m = sim.runner(keys, state, params, graph)
+        state, m = sim.runner(keys, state, params)
         chunks.append(m)
-    final = np.asarray(jax.device_get(state.pop.wealth), np.float64)
+    last = jax.device_get(state)
+    final = np.asarray(last.pop.wealth, np.float64)
     per_round = {f: np.concatenate([np.asarray(getattr(c, f), np.float64) for c in chunks], axis=1)
                  for f in coase.RoundMetrics._fields}
-    summary = summarise(cfg, per_round, time.perf_counter() - t0, sim, initial.sum(axis=1), final.sum(axis=1))
-    return summary, final[0], np.asarray(state.pop.provider)[0]
+    summary = summarise(cfg, params, per_round, first, last)
+    return summary, final[0], np.asarray(last.pop.provider)[0]
 
 
 def compare_generated(engine, ref, wealth, provider, case):

@@ -122,7 +122,7 @@ def _one_round(cfg):
     """The engine's populations before and after one round: ``(state0, state1, graph)`` (one environment)."""
     sim = build(cfg, chunk=1)
     state0 = jax.tree.map(jnp.copy, sim.state)  # the runner donates its input
-    state1, _ = sim.runner(sim.keys, jax.tree.map(jnp.copy, sim.state), sim.params, sim.graph)
+    state1, _ = sim.runner(sim.keys, jax.tree.map(jnp.copy, sim.state), sim.params)
     return state0, state1, sim.graph
 
 
