@@ -3,9 +3,10 @@
 For each N the episode is compiled once and timed ``repeats`` times (best kept). Memory per agent comes from XLA's
 own accounting of the compiled episode chunk: *state* is the persistent per-agent arrays (types, wealth, provider id
 and any explicit graph indices); *peak* adds every buffer live while a chunk runs (inputs, outputs and temporaries).
-The scaling exponent is the least-squares slope of log(time per round) against log(N). The coalition diagnostics
-(``sim.coalitions``: k extra clearings per round and the breakdowns) are a diagnostic, off by default and forced off here, so the figures stay
-those of the engine itself (BENCHMARKS.md records what they cost).
+The scaling exponent is the least-squares slope of log(time per round) against log(N). The coalition analytics
+(``sim.coalitions``: ``totals``, and with ``full`` k extra clearings per round and the breakdowns) are diagnostics,
+off by default and forced off here, so the figures stay those of the engine itself (BENCHMARKS.md records what they
+cost).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def run_bench(base: Config, sizes: list[int], rounds: int, repeats: int, referen
         cfg = base.model_copy(deep=True)
         cfg.population.n_agents = n
         cfg.sim.rounds = rounds
-        cfg.sim.coalitions = False
+        cfg.sim.coalitions = "off"
         log(f"N={n:,}: compiling and timing {repeats}× {rounds} rounds …")
         rows.append(measure(cfg, repeats))
         log(f"  {rows[-1]['agent_steps_per_second']:,.0f} agent-steps/s, {rows[-1]['ms_per_round']:.2f} ms/round")
@@ -90,7 +91,7 @@ def run_bench(base: Config, sizes: list[int], rounds: int, repeats: int, referen
         cfg.population.n_agents = reference_n
         cfg.sim.rounds = 2
         cfg.sim.envs = 1
-        cfg.sim.coalitions = False
+        cfg.sim.coalitions = "off"
         log(f"plain-Python reference at N={reference_n:,} …")
         t0 = time.perf_counter()
         ref = simulate_reference(cfg)
