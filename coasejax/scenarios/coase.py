@@ -87,8 +87,10 @@ def _scripted(name: str):
 def metrics(params, tot) -> dict:
     """Traceable: efficiency and report ratio from the per-round metrics summed over the measured rounds."""
     safe = lambda a, b: a / jnp.where(jnp.abs(b) > 1e-12, b, 1.0)  # noqa: E731
+    ratio = safe(tot.reported_harm, tot.true_harm)
     return {"efficiency": safe(tot.welfare - tot.status_quo, tot.first_best - tot.status_quo),
-            "report_ratio": safe(tot.reported_harm, tot.true_harm),
+            "report_ratio": ratio,
+            f"report_ratio_k{params.graph.k}": ratio,  # keyed by the victims per emitter (the report's figure)
             "deals": tot.deals,
             "welfare": tot.welfare, "first_best_welfare": tot.first_best, "status_quo_welfare": tot.status_quo}
 
