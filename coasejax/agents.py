@@ -50,6 +50,12 @@ def _layout_diff(meta: dict, scenario, spec) -> str | None:
     for key, now in (("observation", list(spec.observation)), ("actions", list(spec.actions))):
         if meta.get(key) is not None and list(meta[key]) != now:
             return f"its {key} layout is {meta[key]}, this run's is {now}"
+    if meta.get("algo") == "es" and scenario.name != "auction":  # one network per seat role
+        roles = list(spec.role_names())
+        if meta.get("roles") is None:
+            return f"its metadata names no seat roles (written before networks per role {roles}): retrain it"
+        if list(meta["roles"]) != roles:
+            return f"its seat roles are {meta['roles']}, this run's are {roles}"
     return None
 
 
