@@ -5,7 +5,8 @@ where it is null every provider uses ``advocates.policy`` (learned) or else the 
 :func:`make_act` turns these sources into one traceable ``act(key, params, state, obs) -> actions``: one call where all
 providers use the same source, otherwise each source's actions selected seat by seat by the seat's provider.
 
-A learned source is the policy of provider 0 of seed 0 of the checkpoint (:func:`load_policy`). Its scenario,
+A learned source is the policy of one provider (``RUN_DIR[:STEP][@P]``, default 0) of seed 0 of the checkpoint
+(:func:`load_policy`); a provider that played scripted advocates in training is refused. Its scenario,
 observation and action layout must equal the run's, or loading fails with one line naming what differs.
 """
 
@@ -36,12 +37,16 @@ class LearnedPolicy(NamedTuple):
     algo: str
 
 
-def split_spec(spec: str) -> tuple[Path, int | None]:
-    """``RUN_DIR`` or ``RUN_DIR:STEP``."""
+def split_spec(spec: str) -> tuple[Path, int | None, int]:
+    """``RUN_DIR``, ``RUN_DIR:STEP``, and either with ``@P`` (the run's provider P; default 0)."""
+    provider = 0
+    head, sep, tail = spec.rpartition("@")
+    if sep and tail.isdigit() and head:
+        spec, provider = head, int(tail)
     head, sep, tail = spec.rpartition(":")
     if sep and tail.isdigit() and head:
-        return Path(head), int(tail)
-    return Path(spec), None
+        return Path(head), int(tail), provider
+    return Path(spec), None, provider
 
 
 def _layout_diff(meta: dict, scenario, spec) -> str | None:
@@ -65,7 +70,7 @@ def load_policy(spec: str, scenario, params, key_name: str) -> LearnedPolicy:
     from coasejax import checkpoint as ckpt
     from coasejax.config import validate
 
-    run_dir, step = split_spec(spec)
+    run_dir, step, provider = split_spec(spec)
     directory = run_dir / "checkpoints"
     if not directory.is_dir():
         raise ConfigError(f"{key_name}: {run_dir} holds no checkpoints/ folder (is it the --out of coasejax train?)")
@@ -77,12 +82,19 @@ def load_policy(spec: str, scenario, params, key_name: str) -> LearnedPolicy:
         diff = _layout_diff(meta, scenario, scenario.spec(params))
         if diff:
             raise ConfigError(f"{key_name}: checkpoint {run_dir}:{step} does not fit this run: {diff}")
+        kinds = list(meta.get("advocates") or saved.providers.advocates())
+        if not 0 <= provider < saved.providers.count:
+            raise ConfigError(f"{key_name}: {spec!r} names provider {provider}, but the run trained "
+                              f"{saved.providers.count} (use @0 … @{saved.providers.count - 1})")
+        if provider < len(kinds) and kinds[provider] != "learned":
+            raise ConfigError(f"{key_name}: provider {provider} of {run_dir} played scripted {kinds[provider]} "
+                              f"advocates and was not trained; name a learned one with @P")
         tree = ckpt.restore_raw(mngr, step)
     except ckpt.CheckpointError as e:
         raise ConfigError(f"{key_name}: {e}") from None
     from coasejax.policies import policy_apply
 
-    stack = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[0, 0]), tree["params"])  # seed 0, provider 0
+    stack = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[0, provider]), tree["params"])  # seed 0
     apply = policy_apply(saved, scenario.spec(params), stack, meta.get("algo", saved.train.algo))
     mngr.close()
     return LearnedPolicy(apply=apply, run_dir=str(run_dir), step=int(step), algo=saved.train.algo)
@@ -104,12 +116,13 @@ def sources(cfg, scenario, params) -> list[Source]:
         if entry not in loaded:
             if entry in scenario.scripted:
                 loaded[entry] = Source(label=entry, scripted=entry)
-            elif where == "advocates.strategy" or ("/" not in entry and not Path(split_spec(entry)[0]).exists()):
+            elif where == "advocates.strategy" or ("/" not in entry and not split_spec(entry)[0].exists()):
                 raise ConfigError(f"{where}: {entry!r} is neither a scripted advocate of scenario {scenario.name} "
                                   f"({', '.join(scenario.scripted)}) nor a training run directory")
             else:
                 pol = load_policy(entry, scenario, params, where)
-                loaded[entry] = Source(label=f"{pol.run_dir}:{pol.step}", policy=pol)
+                label = f"{pol.run_dir}:{pol.step}" + (f"@{split_spec(entry)[2]}" if split_spec(entry)[2] else "")
+                loaded[entry] = Source(label=label, policy=pol)
         out.append(loaded[entry])
     return out
 

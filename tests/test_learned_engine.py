@@ -162,3 +162,23 @@ def test_a_learned_provider_wins_clients_from_a_truthful_one(lindahl_runs, tmp_p
     assert np.all(np.diff(shares) > 0), shares
     util = s["provider_client_utility"]
     assert util[0] > util[1], util
+
+
+def test_a_providers_policy_is_chosen_by_at_p_and_a_scripted_one_is_refused(tmp_path):
+    """Two providers in training: provider 0 scripted truthful (not trained), provider 1 learned. ``RUN@1`` deploys
+    the learned one (its victims free-ride: report ratio below 0.6 after 150 iterations, from 1; the equilibrium is
+    0.2); ``RUN`` (provider 0) is refused in one line, exit 2, as is a provider the run does not have."""
+    from coasejax.train.run import train
+
+    out = tmp_path / "run"
+    train(load_config("coase_es", ["train.iterations=150", "checkpoint.every=150", "providers.count=2",
+                                   "providers.advocate=[truthful, learned]", "population.n_agents=8192"]), out)
+    r = cli("simulate", "coase_es", "--set", f"advocates.policy={out}@1", "--set", "population.n_agents=8192",
+            "--out", str(tmp_path / "sim"), "-q")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert s["advocates"] == [f"{out}:150@1"] and s["report_ratio"] < 0.6, s["report_ratio"]
+    for spec, word in ((str(out), "scripted"), (f"{out}@2", "provider 2")):
+        r = cli("simulate", "coase_es", "--set", f"advocates.policy={spec}", "--out", str(tmp_path / "x"), "-q")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and word in lines[0], r.stderr

@@ -327,6 +327,10 @@ class Config(_Section):
         strategy = self.advocates.strategy
         bad = [p for p in self.providers.protocols(self.mechanism.kind)
                if p != "none" and strategy not in MECHANISM_REGISTRY[p].strategies] if self.env.kind == "coase" else []
+        known = sorted({name for rec in MECHANISM_REGISTRY.values() for name in rec.strategies})
+        if self.env.kind == "coase" and strategy not in known:
+            raise ValueError(f"advocates.strategy: unknown scripted advocate {strategy!r} for env.kind coase "
+                             f"(allowed: {', '.join(known)})")
         if bad:
             where = "providers.protocol" if self.providers.protocol is not None else "mechanism.kind"
             defined = [m for m, rec in MECHANISM_REGISTRY.items() if strategy in rec.strategies]
