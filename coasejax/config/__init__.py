@@ -172,7 +172,7 @@ class ProvidersConfig(_Section):
         "learned", description="coase_rounds: each provider's advocates are trained (learned) or scripted truthful")
     policy: str | list[str] | None = Field(
         None, description="each provider's advocates: a scripted strategy (truthful | shade | best_response) or a "
-                          "training run RUN_DIR[:STEP]; one value or a list of providers.count (null: advocates.*)")
+                          "training run RUN_DIR[:STEP][@P]; one value or a list of providers.count (null: advocates.*)")
     switching_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability a client reviews its provider per round")
     inertia: float = Field(0.0, ge=0.0, description="utility bonus of staying with the current provider (logit)")
     temperature: float = Field(0.1, gt=0.0, description="logit temperature of provider choice")
@@ -264,8 +264,8 @@ class MechanismConfig(_Section):
 class AdvocatesConfig(_Section):
     strategy: str = Field("truthful", description="the scripted advocates, by name: the scenario's own (coase: "
                           "truthful | shade | best_response; auction: truthful | equilibrium; coase_rounds: truthful)")
-    policy: str | None = Field(None, description="learned advocates: a training run's --out directory, RUN_DIR or "
-                               "RUN_DIR:STEP (default: its latest checkpoint); null: the scripted advocates.strategy")
+    policy: str | None = Field(None, description="learned advocates: a training run's --out directory, RUN_DIR[:STEP][@P] "
+                               "(default: its latest checkpoint, provider 0); null: the scripted advocates.strategy")
     shade: float = Field(0.2, ge=0.0, lt=1.0, description="shade: fraction by which reports favour the client")
 
 
