@@ -264,8 +264,9 @@ class MechanismConfig(_Section):
 class AdvocatesConfig(_Section):
     strategy: str = Field("truthful", description="the scripted advocates, by name: the scenario's own (coase: "
                           "truthful | shade | best_response; auction: truthful | equilibrium; coase_rounds: truthful)")
-    policy: str | None = Field(None, description="learned advocates: a training run's --out directory, RUN_DIR[:STEP][@P] "
-                               "(default: its latest checkpoint, provider 0); null: the scripted advocates.strategy")
+    policy: str | None = Field(None, description="learned advocates: a training run's --out directory, "
+                               "RUN_DIR[:STEP][@P] (default: its latest checkpoint, provider 0); null: the scripted "
+                               "advocates.strategy")
     shade: float = Field(0.2, ge=0.0, lt=1.0, description="shade: fraction by which reports favour the client")
 
 
