@@ -334,13 +334,12 @@ def scripted_reports(strategy: str, params: EnvParams, state: EnvState) -> jax.A
     kinds = tuple(dict.fromkeys(pp.protocols))
     if strategy == "truthful" or kinds == ("none",):
         return Reports(None, None)
-    else:
-        c_nb = graph.out(pop.c)
-        terms = terms_of(params, graph.k)
-        s_e, s_v = _shading(strategy, params, pop, state.indiv, graph)
-        a_hat, c_hat = _by_protocol(pp, pop.provider, kinds)([
-            (pop.a, c_nb) if kind == "none" else advocates.reports(strategy, kind, pop.a, c_nb, terms, s_e, s_v)
-            for kind in kinds])
+    c_nb = graph.out(pop.c)
+    terms = terms_of(params, graph.k)
+    s_e, s_v = _shading(strategy, params, pop, state.indiv, graph)
+    a_hat, c_hat = _by_protocol(pp, pop.provider, kinds)([
+        (pop.a, c_nb) if kind == "none" else advocates.reports(strategy, kind, pop.a, c_nb, terms, s_e, s_v)
+        for kind in kinds])
     return Reports(a_hat, c_hat)
 
 
@@ -355,10 +354,6 @@ class Reports(NamedTuple):
         a = state.pop.a if self.emitters is None else self.emitters
         c = params.graph.out(state.pop.c) if self.victims is None else self.victims
         return jnp.concatenate([a[None], c])[..., None]
-
-
-def truthful_reports(params: EnvParams, state: EnvState) -> jax.Array:
-    return scripted_reports("truthful", params, state)
 
 
 class _Context(NamedTuple):

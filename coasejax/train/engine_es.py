@@ -60,6 +60,7 @@ class EngineES:
         self.n = cfg.population.n_agents
         self.m = cfg.providers.count
         self.learned = jnp.asarray([a == "learned" for a in cfg.providers.advocates()])
+        self.all_learned = all(a == "learned" for a in cfg.providers.advocates())
         self.rounds = self.tc.rollout
         self.name = f"{self.scenario.name}/{cfg.mechanism.kind}" if cfg.env.kind == "coase" else self.scenario.name
         self.n_providers = self.m
@@ -81,42 +82,44 @@ class EngineES:
         sc, module, unravel = self.scenario, self.module, self.unravel
         rows = [np.flatnonzero(np.asarray(self.roles) == r) for r in range(self.n_roles)]
 
-        def act(key, params, state, obs):
+        def by_agent(params, state, obs):
             if sc.observe_agents is not None:  # each agent once per role, then to its seats
                 by_role = sc.observe_agents(params, state)  # f32[R, N, d]
                 acts = jnp.stack([jax.vmap(lambda th, o: act_with(module, unravel(th), o))(theta[:, r], by_role[r])
                                   for r in range(self.n_roles)])
-                acts = sc.to_seats(params, state, acts)
-                if not bool(np.all(np.asarray(self.learned))):
-                    scripted = ~self.learned[sc.seat_providers(params, state)]
-                    acts = jnp.where(scripted[..., None], self._scripted(key, params, state), acts)
-                return acts
+                return sc.to_seats(params, state, acts)
             by_owner = jnp.take_along_axis(obs, positions[..., None], axis=1)  # f32[S, N, d], column j: agent j
-            parts = []
-            for r, idx in enumerate(rows):
-                parts.append(jax.vmap(lambda th, o: act_with(module, unravel(th), o), in_axes=(0, 1), out_axes=1)(
-                    theta[:, r], by_owner[idx]))  # f32[S_r, N, A]
+            parts = [jax.vmap(lambda th, o: act_with(module, unravel(th), o), in_axes=(0, 1), out_axes=1)(
+                theta[:, r], by_owner[idx]) for r, idx in enumerate(rows)]  # f32[S_r, N, A] each
             acts = jnp.concatenate(parts)[np.argsort(np.concatenate(rows))] if len(rows) > 1 else parts[0]
-            acts = jnp.take_along_axis(acts, owners[..., None], axis=1)  # back to the seats
-            if not bool(np.all(np.asarray(self.learned))):
+            return jnp.take_along_axis(acts, owners[..., None], axis=1)  # back to the seats
+
+        def act(key, params, state, obs):
+            acts = by_agent(params, state, obs)
+            if not self.all_learned:  # scripted providers play the scenario's truthful advocates
                 scripted = ~self.learned[sc.seat_providers(params, state)]
                 acts = jnp.where(scripted[..., None], self._scripted(key, params, state), acts)
             return acts
 
         return act
 
-    def play(self, key, theta, state0, positions, owners):
-        """The seats' rewards ``f32[S, N]`` summed over ``train.rollout`` rounds, everyone acting by ``theta``."""
+    def episode(self, act, key, state0):
+        """``train.rollout`` rounds of the scenario from ``state0`` with ``act``, keyed as :func:`scenarios.rollout`
+        keys them: the per-round metrics and the seats' rewards ``f32[T, S, N]``."""
         sc, params = self.scenario, self.params
-        act = self.act_by_agent(theta, positions, owners)
 
         def body(s, t):
             k = jax.random.fold_in(key, t)
             actions = act(jax.random.fold_in(k, scenarios.base.ACT_STREAM), params, s, sc.observe(params, s))
             s, tr = sc.step(k, s, actions, params)
-            return s, tr.reward
+            return s, (tr.metrics, tr.reward)
 
-        _, rewards = jax.lax.scan(body, state0, jnp.arange(self.rounds))
+        _, (per_round, rewards) = jax.lax.scan(body, state0, jnp.arange(self.rounds))
+        return per_round, rewards
+
+    def play(self, key, theta, state0, positions, owners):
+        """The seats' rewards ``f32[S, N]`` summed over ``train.rollout`` rounds, everyone acting by ``theta``."""
+        _, rewards = self.episode(self.act_by_agent(theta, positions, owners), key, state0)
         return jnp.sum(rewards, axis=0)
 
     def layout_of(self, state):
@@ -216,15 +219,7 @@ class EngineES:
         state0 = sc.reset(k_env, params)
         owners, positions, provider = self.layout_of(state0)
         theta = self.flatten(stack)[provider]
-        act = self.act_by_agent(theta, positions, owners)
-
-        def body(s, t):
-            k = jax.random.fold_in(k_run, t)
-            actions = act(jax.random.fold_in(k, scenarios.base.ACT_STREAM), params, s, sc.observe(params, s))
-            s, tr = sc.step(k, s, actions, params)
-            return s, (tr.metrics, tr.reward)
-
-        _, (per_round, rewards) = jax.lax.scan(body, state0, jnp.arange(self.rounds))
+        per_round, rewards = self.episode(self.act_by_agent(theta, positions, owners), k_run, state0)
         totals = jax.tree.map(lambda x: jnp.sum(x, axis=0), per_round)
         out = dict(sc.metrics(params, totals)) if sc.metrics is not None else {}
         f = self.fitness(jnp.sum(rewards, axis=0), owners)
@@ -253,13 +248,7 @@ class EngineES:
                 mine = dev_seat & (jnp.arange(seats)[:, None] == seat)
                 return jnp.where(mine[..., None], ratio * obs[..., :1], a)
 
-            def body(s, t):
-                k = jax.random.fold_in(key, t)
-                actions = act(jax.random.fold_in(k, scenarios.base.ACT_STREAM), params, s, sc.observe(params, s))
-                s, tr = sc.step(k, s, actions, params)
-                return s, tr.reward
-
-            _, r = jax.lax.scan(body, state0, jnp.arange(self.rounds))
+            _, r = self.episode(act, key, state0)
             return jnp.sum(jnp.where(dev_seat[seat], jnp.sum(r, axis=0)[seat], 0.0))
 
         learned = jnp.sum(jnp.where(dev_seat, rewards, 0.0), axis=1)  # f32[S]
