@@ -22,6 +22,10 @@ Evaluation (:meth:`EngineES.metrics`): the providers' policies without noise in 
 gain by the best constant action ratio in each seat (``train.eval_grid`` ratios in the action's range, capped at 41),
 all else equal, relative to that best reply's utility; one agent in every ``2S + 1`` deviates, so no two deviators
 share a bargain.
+
+Strategies (:meth:`EngineES.strategy`): each role's learned action against its first observation feature (the own
+value in the Coase engine), per seed and learned provider, beside the mechanism's equilibrium where a closed form is
+known (:func:`coase_theory`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from coasejax.train.es import TrainState, optimizer, seed_keys
 
 NOISE_TABLE = 1 << 22
 NOISE_SEED = 0x6E6F6973
+STRATEGY_POINTS = 33  # points of each learned curve in :meth:`EngineES.strategy`
+STRATEGY_SEED = 0x73747261  # the population whose observations the strategy panels sweep
 
 
 class StepMetrics(NamedTuple):
@@ -255,3 +261,92 @@ class EngineES:
         by_seat = jax.vmap(lambda s: jax.lax.map(lambda g: reward_of(s, g), grid))(jnp.arange(seats))  # f32[S, G]
         best = jnp.maximum(jnp.max(by_seat, axis=1), learned)
         return jnp.sum(best - learned) / jnp.maximum(jnp.sum(jnp.abs(best)), 1e-12)
+
+    # -- strategies ---------------------------------------------------------------------------------------------------
+    def strategy(self, params, points: int = STRATEGY_POINTS) -> list[dict]:
+        """Figure panels of the learned strategies (``params``: ``states.params``, leading seed axis): one panel per
+        seat role and action, the action of every seed's learned providers against the role's first observation
+        feature swept over its range in a fresh population (:func:`sweep`), the other features at their median
+        there, beside the theory lines of :data:`THEORY` for the scenario (none where it has no entry)."""
+        state = self.scenario.reset(jax.random.PRNGKey(STRATEGY_SEED), self.params)
+        rows = self.role_observations(state)
+        theory = THEORY.get(self.scenario.name, lambda algo, state, role: [])
+        panels = []
+        for r, role in enumerate(self.spec.role_names()):
+            x = sweep(rows[r][:, 0], points)
+            obs = np.repeat(np.median(rows[r], axis=0)[None], points, axis=0)
+            obs[:, 0] = x
+            lines = theory(self, state, role) if len(self.spec.actions) == 1 else []
+            for a, action in enumerate(self.spec.actions):
+                title = f"{self.name}: {action}" if role == "any" else f"{self.name}: {role}'s {action}"
+                panels.append({"title": title, "xlabel": self.spec.observation[0], "ylabel": action,
+                               "series": self.learned_series(params, r, a, obs) + theory_series(x, lines),
+                               "yscale": "linear"})
+        return panels
+
+    def learned_series(self, params, role: int, action: int, obs: np.ndarray) -> list[dict]:
+        """One ``learned`` series per seed and learned provider: action ``action`` in role ``role`` at each row of
+        ``obs`` against its first feature."""
+        n_seeds = jax.tree.leaves(params)[0].shape[0]
+        out = []
+        for s in range(n_seeds):
+            for p in (p for p in range(self.m) if bool(self.learned[p])):
+                y = self.act_role(params, s, p, role, obs)[:, action]
+                out.append({"label": f"seed {s}" + (f", provider {p}" if self.m > 1 else ""),
+                            "x": obs[:, 0].tolist(), "y": y.tolist(), "kind": "learned", "seed": s})
+        return out
+
+    def role_observations(self, state) -> list[np.ndarray]:
+        """Per role, ``f32[M, d]``: the observations of the seats of that role in the population ``state``."""
+        obs = np.asarray(self.scenario.observe(self.params, state))  # [S, N, d]
+        roles = np.asarray(self.roles)
+        return [obs[roles == r].reshape(-1, obs.shape[-1]) for r in range(self.n_roles)]
+
+    def act_role(self, params, seed: int, provider: int, role: int, obs: np.ndarray) -> np.ndarray:
+        """``f32[G, A]``: the actions of seed ``seed``'s provider ``provider`` in role ``role`` at ``obs f32[G, d]``."""
+        theta = jax.tree.map(lambda x: x[seed, provider, role], params)
+        return np.asarray(act_with(self.module, theta, jnp.asarray(obs, jnp.float32)[None])[0], np.float64)
+
+
+def theory_series(x: np.ndarray, lines: list[tuple[str, float]]) -> list[dict]:
+    """The ``theory`` series ``y = slope · x`` of ``(label, slope)`` lines."""
+    return [{"label": label, "x": x.tolist(), "y": (slope * x).tolist(), "kind": "theory", "seed": None}
+            for label, slope in lines]
+
+
+def sweep(values: np.ndarray, points: int) -> np.ndarray:
+    """``points`` evenly spaced values over ``[min, max]`` of ``values``; where they are all equal (v: identical
+    victims' harm), over ``[v/2, 3v/2]`` (``[0, 1]`` for v = 0) — the policy was trained at v alone there."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if hi - lo <= 1e-6 * max(abs(hi), 1e-12):
+        lo, hi = (0.5 * hi, 1.5 * hi) if hi != 0 else (0.0, 1.0)
+    return np.linspace(lo, hi, points)
+
+
+def coase_theory(algo: EngineES, state, role: str) -> list[tuple[str, float]]:
+    """The Coase engine's equilibrium reports in the population ``state`` as (label, report per unit of true value),
+    one per distinct protocol of the learned providers. Clarke: truthful (dominant). Lindahl under the emitter's
+    right with identical victims (THEORY.md "Public goods", :func:`coasejax.mechanisms.lindahl.equilibrium_reports`):
+    the emitter, a price taker, truthful; each victim ``1/(k + 1)`` of its harm (free riding; interior bargains).
+    Otherwise no closed form: the truthful line, labelled "truthful"."""
+    params, k = algo.params, algo.params.graph.k
+    protocols = algo.cfg.providers.protocols(algo.cfg.mechanism.kind)
+    kinds = list(dict.fromkeys(protocols[p] for p in range(algo.m) if bool(algo.learned[p])))
+    pop = state.pop
+    identical = float(jnp.max(pop.c) - jnp.min(pop.c)) <= 1e-6 * float(jnp.max(jnp.abs(pop.c)))
+    lines = []
+    for kind in kinds:
+        tag = f" ({kind})" if len(kinds) > 1 else ""
+        if kind == "clarke":
+            lines.append((f"equilibrium: truthful (dominant){tag}", 1.0))
+        elif kind == "lindahl" and bool(params.emitter_right) and identical:
+            lines.append((f"equilibrium: truthful (price taker){tag}", 1.0) if role == "emitter" else
+                         (f"equilibrium: 1/(k + 1) = {1 / (k + 1):.4g} of the harm (free riding){tag}", 1 / (k + 1)))
+        else:
+            lines.append((f"truthful{tag}", 1.0))
+    return list(dict.fromkeys(lines))
+
+
+#: per scenario name: ``(algo, population state, role name) → [(label, slope)]``: its panels' theory lines
+#: ``y = slope · x``
+THEORY = {"coase": coase_theory}
