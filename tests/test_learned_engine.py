@@ -19,6 +19,12 @@ from coasejax.config import load_config
 from tests.conftest import cli
 
 FAST = ["train.iterations=300", "checkpoint.every=300", "train.log_every=50"]
+#: issue 16 item 4: the learned Lindahl ratio within this of 1/(k + 1)
+TOL = 0.02
+#: cheaper runs at a k the preset-sized runs do not try: 2048 agents, 100 iterations, a coarse best-reply grid
+SMALL = ["population.n_agents=2048", "train.iterations=100", "checkpoint.every=100", "train.log_every=100",
+         "train.eval_grid=11", "train.seeds=2"]
+SMALL_K = (6,)
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +39,96 @@ def lindahl_runs(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("k", [1, 2, 4, 8])
-def test_lindahl_victims_learn_to_free_ride_at_the_equilibrium(lindahl_runs, k):
-    """The learned report ratio lies within 0.03 of 1/(k + 1). With truthful emitters, every victim reporting the
-    ratio r realises 1 − (1 − r)² of the first-best gain, so efficiency lies within 2·0.03 + 0.03² of
+def assert_free_riding(k, ratio, efficiency, utility_loss_rel, tol=TOL):
+    """The learned report ratio lies within ``tol`` of 1/(k + 1). With truthful emitters, every victim reporting the
+    ratio r realises 1 − (1 − r)² of the first-best gain, so efficiency lies within 2·tol + tol² of
     (2k + 1)/(k + 1)² (the emitters' reports are learned too, and truthful to a few 1e-3 of a: inside that margin).
     No victim gains more than 1% by the best constant ratio."""
+    assert abs(ratio - 1 / (k + 1)) <= tol, (k, ratio)
+    assert abs(efficiency - (2 * k + 1) / (k + 1) ** 2) <= 2 * tol + tol**2, (k, efficiency)
+    assert utility_loss_rel <= 0.01, (k, utility_loss_rel)
+
+
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory):
+    """One :data:`SMALL` run per k in :data:`SMALL_K`, keyed by k: (run dir, summary)."""
+    from coasejax.train.run import train
+
+    runs = {}
+    for k in SMALL_K:
+        out = tmp_path_factory.mktemp(f"lindahl_small_k{k}")
+        runs[k] = out, train(load_config("coase_es", [*SMALL, f"population.degree={k}"]), out)
+    return runs
+
+
+def restored(out, overrides, step):
+    """``(algo, states)``: the training algorithm of ``coase_es`` with ``overrides`` and the run's ``step``."""
+    from coasejax import checkpoint as ckpt
+    from coasejax.train.run import make_algo
+
+    algo = make_algo(load_config("coase_es", overrides))
+    return algo, ckpt.restore(ckpt.manager(out / "checkpoints", read_only=True), step, algo.init_states())
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_lindahl_victims_learn_to_free_ride_at_the_equilibrium(lindahl_runs, k):
+    """Issue 16 item 4 at the preset's N = 10^4 (300 iterations): within 0.02 of 1/(k + 1) (measured: 1e-3)."""
     _, s = lindahl_runs[k]
-    r = s["report_ratio"]
-    assert abs(r - 1 / (k + 1)) <= 0.03, (k, r)
-    assert abs(s["efficiency"] - (2 * k + 1) / (k + 1) ** 2) <= 2 * 0.03 + 0.03**2, (k, s["efficiency"])
-    assert s["utility_loss_rel"] <= 0.01, s["utility_loss_rel"]
+    assert_free_riding(k, s["report_ratio"], s["efficiency"], s["utility_loss_rel"])
+
+
+@pytest.mark.parametrize("k", SMALL_K)
+def test_free_riding_at_an_untried_k_with_fewer_agents_and_two_seeds(small_runs, k):
+    """k = 6 (not in the preset-sized runs above), 2048 agents, 100 iterations, two seeds: each seed's learned ratio
+    within 0.02 of 1/(k + 1) (measured: 0.003 off), with the efficiency that implies."""
+    _, s = small_runs[k]
+    per = s["per_seed"]
+    for seed in range(2):
+        assert_free_riding(k, per["report_ratio"][seed], per["efficiency"][seed], per["utility_loss_rel"][seed])
+
+
+def test_the_strategy_panels_show_the_learned_reports_beside_the_equilibrium(small_runs):
+    """``EngineES.strategy`` of the k = 6 run (two seeds): a panel per role, each with a learned curve per seed and
+    the equilibrium line. At the victims' true harm 1 each seed's curve is the engine's report ratio (the same
+    network at the same observation: within 1e-4) and the theory line 1/7; the emitters' curves, over the benefit's
+    support [1, 3], lie within 0.02 a of the truthful line."""
+    out, s = small_runs[6]
+    algo, states = restored(out, [*SMALL, "population.degree=6"], 100)
+    panels = {p["title"]: p for p in algo.strategy(states.params)}
+    assert sorted(panels) == ["coase/lindahl: emitter's report", "coase/lindahl: victim's report"]
+    for p in panels.values():
+        kinds = [(x["kind"], x["seed"]) for x in p["series"]]
+        assert kinds == [("learned", 0), ("learned", 1), ("theory", None)], kinds
+        assert p["xlabel"] == "value" and p["yscale"] == "linear"
+    victim = panels["coase/lindahl: victim's report"]["series"]
+    x = np.asarray(victim[2]["x"])
+    assert x[0] == 0.5 and x[-1] == 1.5  # identical victims (harm 1): around the one harm trained on
+    np.testing.assert_allclose(victim[2]["y"], x / 7, rtol=1e-6)
+    for seed in range(2):
+        at_one = np.interp(1.0, victim[seed]["x"], victim[seed]["y"])
+        assert abs(at_one - s["per_seed"]["report_ratio"][seed]) <= 1e-4, (at_one, s["per_seed"]["report_ratio"])
+    emitter = panels["coase/lindahl: emitter's report"]["series"]
+    a = np.asarray(emitter[0]["x"])
+    assert abs(a[0] - 1) < 0.01 and abs(a[-1] - 3) < 0.01, a  # benefit uniform on [1, 3]: its sample's range
+    assert emitter[2]["label"].startswith("equilibrium: truthful") and np.allclose(emitter[2]["y"], a)
+    for seed in range(2):
+        assert np.all(np.abs(np.asarray(emitter[seed]["y"]) - a) <= 0.02 * a), emitter[seed]["y"]
+
+
+def test_the_strategy_of_a_scenario_without_a_theory_is_its_learned_curves(tmp_path):
+    """The public-goods scenario of tests/test_extension.py, untrained: one panel, contribution against endowment,
+    one learned curve (the initial policy contributes its whole endowment: y = x within 1e-5) and no theory line."""
+    from tests import test_extension
+    from coasejax.train.engine_es import EngineES
+
+    (tmp_path / "pg.yaml").write_text(test_extension.CONFIG)
+    algo = EngineES(load_config(str(tmp_path / "pg.yaml"), ["population.n_agents=256"]))
+    [panel] = algo.strategy(algo.init_states().params)
+    assert panel["title"] == "public_goods: contribution" and panel["xlabel"] == "endowment"
+    [series] = panel["series"]
+    assert series["kind"] == "learned" and series["seed"] == 0
+    assert series["x"][0] >= 1.0 and series["x"][-1] <= 2.0 and series["x"][-1] - series["x"][0] > 0.9
+    np.testing.assert_allclose(series["y"], series["x"], atol=1e-5)
 
 
 def test_free_riding_grows_with_the_number_of_victims(lindahl_runs):
