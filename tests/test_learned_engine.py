@@ -115,6 +115,24 @@ def test_the_strategy_panels_show_the_learned_reports_beside_the_equilibrium(sma
         assert np.all(np.abs(np.asarray(emitter[seed]["y"]) - a) <= 0.02 * a), emitter[seed]["y"]
 
 
+def test_the_strategy_theory_lines_follow_the_mechanism_and_the_rights():
+    """The panels' theory (report per unit of true value, by role): the preset's Lindahl with identical victims at
+    k = 4 — victims 1/5, emitters truthful; Clarke truthful for both (dominant); no closed form, so a line labelled
+    "truthful", under the victim's right (hold-out asks depend on a) or with heterogeneous harm (free riders)."""
+    import jax
+
+    from coasejax.train.engine_es import STRATEGY_SEED, EngineES, coase_theory
+
+    cases = {(): (1.0, 0.2), ("mechanism.kind=clarke",): (1.0, 1.0), ("state.rights=victim",): (1.0, 1.0),
+             ("population.harm=uniform:0.5:1.5",): (1.0, 1.0)}
+    for sets, slopes in cases.items():
+        algo = EngineES(load_config("coase_es", ["population.n_agents=256", *sets]))
+        state = algo.scenario.reset(jax.random.PRNGKey(STRATEGY_SEED), algo.params)
+        lines = [coase_theory(algo, state, role) for role in ("emitter", "victim")]
+        assert [len(x) for x in lines] == [1, 1] and tuple(x[0][1] for x in lines) == slopes, (sets, lines)
+        assert all(x[0][0].startswith("equilibrium") for x in lines) == (sets in [(), ("mechanism.kind=clarke",)])
+
+
 def test_the_strategy_of_a_scenario_without_a_theory_is_its_learned_curves(tmp_path):
     """The public-goods scenario of tests/test_extension.py, untrained: one panel, contribution against endowment,
     one learned curve (the initial policy contributes its whole endowment: y = x within 1e-5) and no theory line."""
