@@ -67,7 +67,8 @@ LOW = (0.0, 0.0, 0.0, 0.0)
 HIGH = (1.0, 1.0, 2.0, 1.0)
 #: observation features, in order
 OBSERVATION = ("is_emitter", "is_proposer", "own_discount", "other_discount", "benefit", "harm", "surplus",
-               "emitter_right", "per_round_cost", "offers_left", "emitter_reputation", "first_offer")
+               "emitter_right", "per_round_cost", "offers_left", "emitter_reputation", "negotiating",
+               "contract_gain", "rounds_left")
 #: the scripted truthful advocate: a Nash (equal) split, truthful reports, always takes part
 TRUTHFUL_ACTION = (0.5, 0.5, 1.0, 1.0)
 REPUTATION_WEIGHT = 0.1
@@ -282,17 +283,28 @@ def proposer_is_emitter(params: Params, state: State) -> jax.Array:
 
 
 def observe(params: Params, state: State) -> jax.Array:
-    """``f32[2, N, len(OBSERVATION)]``: each seat's view of its bargain (complete information between the sides)."""
-    right, _, _, surplus = bargain_terms(params, state.a, state.c, state.regime)
+    """``f32[2, N, len(OBSERVATION)]``: each seat's view of its bargain (complete information between the sides).
+
+    Besides the bargain's terms, a seat sees where the episode is: ``negotiating`` (1 while offers are made), its
+    own ``contract_gain`` (its gain per honoured round of the signed contract, 0 outside a contract) and
+    ``rounds_left`` (the share of the contract or sit-out still to run), so that a critic can tell a signed contract
+    from an open negotiation and value what is left of it. Nothing tells the first offer from later ones but
+    ``offers_left``: the decisions at every offer are those of one stationary policy unless it learns otherwise."""
+    right, x_sq, _, surplus = bargain_terms(params, state.a, state.c, state.regime)
     prop_e = proposer_is_emitter(params, state)
     n = state.a.shape[0]
     one = jnp.ones((n,), jnp.float32)
+    in_contract = state.phase == CONTRACT
+    gain_e = jnp.where(in_contract, benefit_change(state.a, x_sq, state.x_c) + state.pay, 0.0)
+    gain_v = jnp.where(in_contract, -state.c * (state.x_c - x_sq) - state.pay, 0.0)
+    left = jnp.where(state.phase == NEGOTIATE, 0.0, (state.left + 1) / params.contract_rounds)
     common = [state.a, state.c, surplus, right.astype(jnp.float32), params.costs[state.cost],
-              1.0 - state.offers / params.horizon, state.reputation, (state.offers == 0).astype(jnp.float32)]
+              1.0 - state.offers / params.horizon, state.reputation, (state.phase == NEGOTIATE).astype(jnp.float32)]
     d_e, d_v = params.discount[0] * one, params.discount[1] * one
     emitter = [one, prop_e.astype(jnp.float32), d_e, d_v]
     victims = [0.0 * one, (~prop_e).astype(jnp.float32), d_v, d_e]
-    return jnp.stack([jnp.stack(emitter + common, -1), jnp.stack(victims + common, -1)])
+    return jnp.stack([jnp.stack(emitter + common + [gain_e, left], -1),
+                      jnp.stack(victims + common + [gain_v, left], -1)])
 
 
 def decisions(params: Params, state: State) -> jax.Array:
