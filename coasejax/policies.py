@@ -30,8 +30,9 @@ import jax.numpy as jnp
 from coasejax.envs import auction as auction_env
 
 ACTIVATIONS: dict[str, Callable] = {"tanh": jnp.tanh, "relu": nn.relu, "selu": nn.selu}
-OUTPUTS = ("linear", "log")
+OUTPUTS = ("linear", "log", "sigmoid")
 LOG_FLOOR = 1e-3  # the log feature of the "log" head is log max(v, LOG_FLOOR) (bounded input for the MLP)
+SIGMOID_START_MAX = 0.993  # the sigmoid head starts at most this share of its range (logit 5: not saturated)
 LOG_TEMP = 0.1  # the "log" head's log s = −τ·softplus(−z/τ): a smoothed min(z, 0)
 SKIP_FEATURES = ("r", "v", "vG", "rho")  # the win_prob head's bid-space skip features, in order (Advocate's doc)
 
@@ -54,6 +55,11 @@ class Advocate(nn.Module):
       so ES learns not to; a clip at ``b = v`` left a flat fitness wherever Adam's first steps overshot it (the
       first-price equilibrium bids 97% of the value at n = 10, F = v⁴), and a fold at the cap biased the
       pseudo-gradient at the equilibrium's own edge ``b(r) = r`` (BENCHMARKS.md, "Training").
+    * ``output="sigmoid"``: ``s = low + (high − low)·sigmoid(b₀ + MLP(2·obs − 1))``, the generic head of the auction
+      presets (gradient training): nothing but the centred observation goes in, the factor is smooth everywhere (no
+      flat clipped region for a gradient to stall in), ``b₀`` starts at the logit of ``init_scale`` (at most
+      ``SIGMOID_START_MAX`` of the range), the output layer at zero, and the first hidden layer's kernel and biases
+      at N(0, 1), so its units' kinks are spread over the observation's range rather than all at its centre.
     * ``output="log"``: ``s = high · exp(−τ·softplus(−z/τ))`` (``τ = LOG_TEMP``: ``log s`` is a smoothed
       ``min(z, 0)`` plus ``log high``; ``low`` is taken to be 0), ``z = w·x + b + MLP(x)`` on the features
       ``x = [obs, log max(obs[..., 0], LOG_FLOOR)]`` (``obs[..., -1]``, i.e. ``G(v)``, with ``win_prob``). The skip
@@ -82,6 +88,8 @@ class Advocate(nn.Module):
         act = ACTIVATIONS[self.activation]
         if self.output == "log":
             return obs[..., 0] * self._log_head(obs, act)
+        if self.output == "sigmoid":
+            return obs[..., 0] * self._sigmoid_head(obs, act)
         residual = self._mlp(obs, act)
         if self.win_prob:  # in bid space: w·[r, v, v G(v), ρ] + v·MLP, at least low·v, no cap
             scale, v, g = self.init_scale, obs[..., 0], obs[..., -1]
@@ -109,6 +117,17 @@ class Advocate(nn.Module):
         for width in self.hidden:
             h = act(nn.Dense(width, kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))(h))
         return nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
+
+    def _sigmoid_head(self, obs: jax.Array, act: Callable) -> jax.Array:
+        h = 2.0 * obs - 1.0
+        for i, width in enumerate(self.hidden):
+            init = nn.initializers.normal(1.0) if i == 0 else nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+            h = act(nn.Dense(width, kernel_init=init, bias_init=nn.initializers.normal(1.0) if i == 0 else
+                             nn.initializers.zeros)(h))
+        frac = min(max((self.init_scale - self.low) / (self.high - self.low), 1e-3), SIGMOID_START_MAX)
+        z = nn.Dense(1, kernel_init=nn.initializers.zeros,
+                     bias_init=nn.initializers.constant(math.log(frac / (1.0 - frac))))(h)[..., 0]
+        return self.low + (self.high - self.low) * jax.nn.sigmoid(z)
 
     def _log_head(self, obs: jax.Array, act: Callable) -> jax.Array:
         base = obs[..., -1:] if self.win_prob else obs[..., :1]  # log G(v) or log v

@@ -133,8 +133,9 @@ class PolicyConfig(_Section):
     activation: Literal["tanh", "relu", "selu"] = "tanh"
     shared: bool = Field(True, description="symmetric bidders share one policy (else one policy per bidder)")
     init_scale: float = Field(1.0, gt=0.0, le=2.0, description="initial action / value (1: truthful)")
-    output: Literal["linear", "log"] = Field("linear", description="shading head: clipped linear, or sigmoid in "
-                                             "log space with a log-value feature (power-law bids)")
+    output: Literal["linear", "log", "sigmoid"] = Field("linear", description="shading head: clipped linear, "
+                                                        "sigmoid in log space with a log-value feature (power-law "
+                                                        "bids), or a sigmoid of the MLP (the generic auction head)")
     init_power: float = Field(0.0, ge=0.0, le=10.0, description="log head: initial action = init_scale · v^init_power "
                               "times the value (G(v)^init_power with win_prob)")
     win_prob: bool = Field(False, description="sealed-bid auctions: the policy also observes G(v) = F(v)^(n−1), the "
@@ -150,8 +151,9 @@ class PolicyConfig(_Section):
 
 
 class TrainConfig(_Section):
-    algo: Literal["es", "ppo"] = Field("es", description="es: evolution strategies (one-shot games); ppo: proximal "
-                                       "policy optimisation (env.kind: coase_rounds)")
+    algo: Literal["es", "gradient", "ppo"] = Field("es", description="es: evolution strategies (one-shot games); "
+                                                   "gradient: smoothed gradient ascent (auctions); ppo: proximal "
+                                                   "policy optimisation (env.kind: coase_rounds)")
     iterations: int = Field(1000, ge=1, le=10_000_000)
     population: int = Field(256, ge=2, le=65_536, description="ES perturbations per iteration (antithetic pairs × 2)")
     sigma: float = Field(0.005, gt=0.0, le=10.0, description="ES noise scale in parameter space")
@@ -169,6 +171,15 @@ class TrainConfig(_Section):
     eval_opponents: int = Field(65_536, ge=16, le=2**24, description="fresh opponent draws in the evaluation")
     eval_grid: int = Field(512, ge=8, le=16_384, description="candidate bids in the numerical best response")
     bne_min_value: float = Field(0.0, ge=0.0, lt=1.0, description="bne_rmse compares bids at values ≥ this")
+    # smoothed gradient ascent (train.algo: gradient)
+    smoothing: float = Field(0.02, gt=0.0, le=1.0, description="gradient: initial bandwidth of admission at the "
+                             "reserve (a logistic in the bid)")
+    smoothing_final: float = Field(0.001, gt=0.0, le=1.0, description="gradient: the bandwidth at the last "
+                                   "iteration (geometric decay from train.smoothing)")
+    knot_stride: int = Field(32, ge=1, le=65_536, description="gradient: the opposing bids' CDF is interpolated "
+                             "between every this-many-th order statistic")
+    win_weight_floor: float = Field(0.001, ge=0.0, le=1.0, description="gradient: each value's utility is weighted "
+                                    "by 1/max(P(win), this) (0: unweighted)")
     # PPO (train.algo: ppo)
     rollout: int = Field(16, ge=1, le=4096, description="ppo: rounds of every bargain per iteration")
     epochs: int = Field(4, ge=1, le=100, description="ppo: passes over each rollout")
@@ -214,13 +225,19 @@ def check_training(cfg) -> None:
     if cfg.policy.win_prob and (env.kind != "auction" or env.auction == "double"):
         raise ValueError("policy.win_prob: G(v) = F(v)^(n−1) is defined for sealed-bid auctions (first_price, "
                          "second_price, all_pay) only; set it to false")
+    if train.algo == "gradient" and env.kind != "auction":
+        raise ValueError(f"train.algo: gradient trains auctions (a payoff differentiable in the bid); env.kind "
+                         f"{env.kind} trains with {'ppo' if env.kind == 'coase_rounds' else 'es'}")
+    if train.smoothing_final > train.smoothing:
+        raise ValueError(f"train.smoothing_final: must not exceed train.smoothing ({train.smoothing}), "
+                         f"got {train.smoothing_final}")
     ppo = train.algo == "ppo"
     if env.kind == "coase_rounds" and not ppo:
         raise ValueError("train.algo: the multi-round Coase scenario (env.kind: coase_rounds) trains with ppo, "
                          "got es")
     if ppo and env.kind == "auction":
-        raise ValueError("train.algo: auctions train with es (one-shot games against the opponents' distribution), "
-                         "got ppo")
+        raise ValueError("train.algo: auctions train with gradient or es (one-shot games against the opponents' "
+                         "distribution), got ppo")
     if ppo:
         if env.kind == "coase_rounds" and cfg.mechanism.kind not in ("alternating", "lindahl"):
             raise ValueError(f"mechanism.kind: env.kind coase_rounds runs alternating or lindahl, "

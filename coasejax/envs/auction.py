@@ -16,7 +16,12 @@ Two ways to evaluate play, which agree in expectation (tested):
 * :func:`play` runs whole auctions (``f32[B, R]`` values and bids → utilities, revenue, welfare), ties broken at random;
 * :func:`interim_utility` is the expected utility of one bidder with value v bidding b against an empirical sample of
   its opponents' bids (:func:`opponents`), exactly, by binary search in the sorted sample — every focal value is
-  played against all M opponent draws at ``O(log M)`` cost. Training and the best-response search use it.
+  played against all M opponent draws at ``O(log M)`` cost. ES training and the best-response search use it.
+
+Gradient training (:mod:`coasejax.train.gradient`) needs a utility that is differentiable in the bid:
+:func:`smoothed_utility` plays against :func:`knots`, the empirical distribution of the opposing bid interpolated
+linearly between every ``stride``-th order statistic (an equal-mass histogram: its density adapts to where the bids
+lie), with admission at the reserve smoothed by a logistic of bandwidth h.
 """
 
 from __future__ import annotations
@@ -150,6 +155,64 @@ def interim_utility(role: jax.Array, value: jax.Array, bid: jax.Array, opp: Oppo
     else:
         raise ValueError(f"unknown auction format {params.format!r}")
     return jnp.where(admitted, u, 0.0)
+
+
+class Knots(NamedTuple):
+    """The opposing bid's empirical CDF and partial mean at every ``stride``-th order statistic of a sample."""
+
+    x: jax.Array  # f32[K] knots: order statistics 0, stride, 2 stride, …, and the largest
+    cdf: jax.Array  # f32[K] share of the sample below each knot
+    partial: jax.Array  # f32[K] mean of B·1{B < knot} over the sample
+    mean: jax.Array  # f32[] mean of the sample
+
+
+def knots(bids: jax.Array, stride: int) -> Knots:
+    """:class:`Knots` of ``f32[M]`` opposing bids (``stride`` divides M or not: the largest draw is always a knot)."""
+    m = bids.shape[0]
+    s = jnp.sort(bids)
+    idx = jnp.concatenate([jnp.arange(0, m, stride), jnp.array([m - 1])])
+    prefix = jnp.concatenate([jnp.zeros((1,), s.dtype), jnp.cumsum(s)])
+    count = jnp.where(jnp.arange(idx.shape[0]) == idx.shape[0] - 1, m, idx)  # the last knot has the whole sample below
+    return Knots(s[idx], count / m, prefix[count] / m, prefix[m] / m)
+
+
+def _interp(b: jax.Array, kn: Knots, y: jax.Array) -> jax.Array:
+    """Piecewise-linear ``y`` at ``b`` between the knots: 0 below the first, ``y[-1]`` above the last."""
+    x = kn.x
+    i = jnp.clip(jnp.searchsorted(x, b, side="right", method="scan"), 1, x.shape[0] - 1)
+    t = jnp.clip((b - x[i - 1]) / jnp.maximum(x[i] - x[i - 1], 1e-9), 0.0, 1.0)
+    out = y[i - 1] + t * (y[i] - y[i - 1])
+    return jnp.where(b < x[0], 0.0, jnp.where(b >= x[-1], y[-1], out))
+
+
+def smoothed_win(bid: jax.Array, kn: Knots, role: jax.Array, params: AuctionParams) -> jax.Array:
+    """The (interpolated) chance that ``bid`` beats the opposing bid: ``P(B < b)``, or ``P(B ≥ s)`` for the seller."""
+    below = _interp(bid, kn, kn.cdf)
+    return jnp.where(mirrored(params, role), 1.0 - below, below)
+
+
+def smoothed_utility(role: jax.Array, value: jax.Array, bid: jax.Array, kn: Knots, params: AuctionParams,
+                     bandwidth: float | jax.Array) -> jax.Array:
+    """:func:`interim_utility` against the interpolated :func:`knots`, differentiable in ``bid``; a bid's admission
+    at the reserve r is ``sigmoid((b − r)/bandwidth)`` (so a bidder below r still feels whether taking part would
+    pay), exact as ``bandwidth → 0``."""
+    c, part = _interp(bid, kn, kn.cdf), _interp(bid, kn, kn.partial)
+    if params.format == "double":
+        k = params.k
+        buyer = c * (value - k * bid) - (1.0 - k) * part
+        seller = k * (kn.mean - part) + (1.0 - c) * ((1.0 - k) * bid - value)
+        return jnp.where(role == 0, buyer, seller)
+    r = params.reserve
+    if params.format == "first_price":
+        u = (value - bid) * c
+    elif params.format == "second_price":
+        at_r = jnp.minimum(bid, r)
+        u = value * c - (r * _interp(at_r, kn, kn.cdf) + part - _interp(at_r, kn, kn.partial))
+    elif params.format == "all_pay":
+        u = value * c - bid
+    else:
+        raise ValueError(f"unknown auction format {params.format!r}")
+    return jnp.where(r > 0, u * jax.nn.sigmoid((bid - r) / bandwidth), u)
 
 
 def roles(params: AuctionParams, shared: bool) -> tuple[jax.Array, jax.Array]:

@@ -17,7 +17,9 @@ policies:
   almost nothing (e.g. a policy stuck at overbidding in an all-pay auction, ``Ū_br ≈ 0``) the metric is the absolute
   loss in thousandths of the value scale instead of exploding.
 * ``utility`` — mean ex-ante utility of the focal roles; ``revenue``, ``efficiency`` (realised gains over the largest
-  possible gains) and ``trade_rate`` from :func:`coasejax.envs.auction.play` on ``train.eval_opponents`` whole auctions.
+  possible gains) and ``trade_rate`` from :func:`coasejax.envs.auction.play` on ``train.eval_opponents`` whole auctions;
+  for the double auction with uniform values also ``linear_efficiency``, that of the linear equilibrium on the same
+  draws (Chatterjee & Samuelson: 0.844 at k = ½), to set the learned play's efficiency beside.
 """
 
 from __future__ import annotations
@@ -72,4 +74,8 @@ def auction_metrics(key: jax.Array, stack, bid_one, bid_all, params: auction.Auc
     result["revenue"] = jnp.mean(outcome.revenue)
     result["efficiency"] = jnp.sum(outcome.welfare) / jnp.sum(outcome.first_best)
     result["trade_rate"] = jnp.mean(outcome.trade.astype(jnp.float32))
+    if params.format == "double" and float(params.power) == 1.0:  # the linear equilibrium's, on the same draws
+        linear = equilibrium_bid(params, values, jnp.arange(2)[None, :])
+        result["linear_efficiency"] = jnp.sum(auction.play(k_tie, values, linear, params).welfare) / jnp.sum(
+            outcome.first_best)
     return result

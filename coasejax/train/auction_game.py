@@ -11,9 +11,16 @@ skip on the features of the format's equilibrium (:func:`skip_features`) from ``
 :class:`coasejax.policies.Advocate`). The seller of the double auction sees the mirror image: its policy gets
 ``1 − c`` and its ask is ``1 − π(1 − c) ≥ c``, so asks start truthful and never go below cost.
 
-Fitness of a candidate: its ex-ante utility ``E_v[U(v, π(v))]`` over ``train.batch`` stratified values ``v``, each
-against the empirical distribution of ``train.opponents`` opposing bids drawn once per iteration from the current
-policies (:func:`coasejax.envs.auction.interim_utility`).
+Fitness of a candidate (ES): its ex-ante utility ``E_v[U(v, π(v))]`` over ``train.batch`` stratified values ``v``,
+each against the empirical distribution of ``train.opponents`` opposing bids drawn once per iteration from the
+current policies (:func:`coasejax.envs.auction.interim_utility`).
+
+Objective of a provider (``train.algo: gradient``, :mod:`coasejax.train.gradient`): the same ex-ante utility
+against the interpolated opposing-bid distribution (:func:`coasejax.envs.auction.smoothed_utility`), differentiable
+in the provider's own parameters (the opponents' bids are constants). Each value's utility is weighted by
+``1/max(P(win), train.win_weight_floor)`` (a constant in the gradient, normalised to mean 1): a type that seldom wins
+gets as much say as one that often does. The weights change how fast each type learns, not where it stops — a
+policy at which every type's own utility is stationary is stationary for any positive weights.
 """
 
 from __future__ import annotations
@@ -71,10 +78,27 @@ def auction_game(cfg) -> Game:
         bids = jax.vmap(lambda c: bid_one(c, v, role))(candidates)  # f32[pop, B]
         return jnp.mean(auction.interim_utility(role, v[None, :], bids, opp, params), axis=1)
 
+    stride, floor = cfg.train.knot_stride, cfg.train.win_weight_floor
+
+    def objective(key, stack, p, theta, bandwidth):
+        k_opp, k_val = jax.random.split(key)
+        role = focal_role[p]
+        values = auction.sample_values(k_opp, params, (n_opp, params.n_roles))
+        opposing = auction.opposing_bid(jax.lax.stop_gradient(bid_all(stack, values)), role, params)
+        kn = auction.knots(opposing, stride)
+        v = stratified_values(k_val, params, batch)
+        bids = bid_one(theta, v, role)
+        u = auction.smoothed_utility(role, v, bids, kn, params, bandwidth)
+        if floor > 0:
+            w = jax.lax.stop_gradient(1.0 / jnp.maximum(auction.smoothed_win(bids, kn, role, params), floor))
+            return jnp.mean(u * w) / jnp.mean(w), jnp.mean(u)
+        return jnp.mean(u), jnp.mean(u)
+
     def metrics(key, stack):
         return auction_metrics(key, stack, bid_one, bid_all, params, role_provider, focal_role, cfg.train)
 
     return Game(name=f"auction/{params.format}", n_providers=int(focal_role.shape[0]),
                 obs_dim=2 if cfg.policy.win_prob else 1, module=module,
-                fitness=fitness, metrics=metrics,
-                agents_per_iteration=cfg.train.population * batch + n_opp * params.n_roles)
+                fitness=fitness, metrics=metrics, objective=objective,
+                agents_per_iteration=cfg.train.population * batch + n_opp * params.n_roles,
+                opponent_draws=n_opp * params.n_roles)

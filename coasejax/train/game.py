@@ -1,4 +1,4 @@
-"""The interface between a one-shot game and the ES trainer: the auction games (:mod:`coasejax.train.auction_game`),
+"""The interface between a one-shot game and its trainers (ES, gradient): the auction games (:mod:`coasejax.train.auction_game`),
 which train against the opponents' bid distribution. Every other scenario trains in its own step
 (:mod:`coasejax.train.engine_es`).
 
@@ -24,6 +24,10 @@ class Game(NamedTuple):
     current ``stack``; all candidates face the same random draws (common random numbers).
 
     ``metrics(key, stack) -> dict[str, f32[]]``: evaluation of the learned play on fresh draws.
+
+    ``objective(key, stack, p, theta, bandwidth) -> (f32[], f32[])``: for gradient training, a smoothed ex-ante
+    utility of provider ``p`` playing parameters ``theta`` against the current ``stack``, differentiable in
+    ``theta``, and its unweighted utility (for the log); None where the game has none.
     """
 
     name: str
@@ -33,3 +37,5 @@ class Game(NamedTuple):
     fitness: Callable[..., jax.Array]
     metrics: Callable[..., dict]
     agents_per_iteration: int  # focal evaluations + opponent draws per provider and iteration (for throughput)
+    objective: Callable[..., tuple[jax.Array, jax.Array]] | None = None
+    opponent_draws: int = 0  # of the above, the opponents' bids drawn per provider and iteration

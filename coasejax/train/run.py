@@ -27,13 +27,18 @@ EVAL_STREAM = 0x6576616C  # folds the evaluation's randomness away from the trai
 
 
 def make_algo(cfg: Config):
-    """The training algorithm of ``cfg``: :class:`coasejax.train.es.ES` on a one-shot game, or
+    """The training algorithm of ``cfg``: :class:`coasejax.train.gradient.Gradient` or
+    :class:`coasejax.train.es.ES` on an auction, :class:`coasejax.train.engine_es.EngineES` on an engine scenario,
     :class:`coasejax.train.ppo.PPO` on the multi-round Coase scenario."""
     if cfg.train.algo == "ppo":
         from coasejax.train.ppo import PPO
 
         return PPO(cfg)
     if cfg.env.kind == "auction":
+        if cfg.train.algo == "gradient":
+            from coasejax.train.gradient import Gradient
+
+            return Gradient(auction_game(cfg), cfg.train)
         return es.ES(auction_game(cfg), cfg.train)
     from coasejax.train.engine_es import EngineES
 

@@ -1,0 +1,81 @@
+"""Smoothed gradient ascent for one-shot games with a differentiable payoff (the auctions), in self-play, jitted end to
+end and ``vmap``ped over seeds (``train.algo: gradient``).
+
+Every provider ascends the gradient of its own smoothed ex-ante utility with respect to its own parameters, holding the
+others' bids fixed (simultaneous gradient play; Kohring, Pieroth & Bichler 2023, "Enabling first-order gradient-based
+learning for equilibrium computation in markets", ICML, for smoothing the allocation so that the gradient exists):
+:attr:`coasejax.train.game.Game.objective`. The opponents' bids are a fresh sample each iteration; the smoothing
+bandwidth of admission at the reserve decays geometrically from ``train.smoothing`` to ``train.smoothing_final``
+over the run, so the game played at the end is the exact one. The parameters, the optimiser (``train.optimizer``,
+``train.schedule``) and the checkpointed state are those of :mod:`coasejax.train.es`, so a run cut into chunks, or
+stopped and resumed, gives the same numbers.
+
+Nothing about the equilibrium enters: the policy is the generic MLP on the bidder's own value
+(:class:`coasejax.policies.Advocate` with ``output: sigmoid``), and the learner knows only the auction's payoff rule
+(as ES does, through the same interim utility).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from coasejax.policies import take
+from coasejax.train import es
+from coasejax.train.game import Game
+
+
+def bandwidth(tc, step: jax.Array) -> jax.Array:
+    """The admission smoothing at iteration ``step``: ``smoothing · (smoothing_final/smoothing)^(step/iterations)``."""
+    frac = step.astype(jnp.float32) / max(tc.iterations - 1, 1)
+    return tc.smoothing * (tc.smoothing_final / tc.smoothing) ** jnp.minimum(frac, 1.0)
+
+
+def gradient_step(game: Game, tc, state: es.TrainState) -> tuple[es.TrainState, es.StepMetrics]:
+    """One iteration for every provider at once: each one's gradient against the current stack."""
+    opt = es.optimizer(tc)
+    key = jax.random.fold_in(state.key, state.step)
+    h = bandwidth(tc, state.step)
+
+    def provider_grad(p, k):
+        theta = take(state.params, p)
+
+        def loss(th):
+            weighted, plain = game.objective(k, state.params, p, th, h)
+            return -weighted, plain
+
+        (_, utility), grad = jax.value_and_grad(loss, has_aux=True)(theta)
+        return grad, utility
+
+    n_prov = game.n_providers
+    grads, utility = jax.vmap(provider_grad)(jnp.arange(n_prov), jax.random.split(key, n_prov))
+    updates, opt_state = opt.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    flat = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
+    return es.TrainState(params, opt_state, state.key, state.step + 1), es.StepMetrics(utility,
+                                                                                       jnp.sqrt(jnp.sum(flat**2)))
+
+
+def make_chunk(game: Game, tc, length: int):
+    """A jitted ``states → (states, StepMetrics[S, length, ...])`` running ``length`` iterations of every seed."""
+
+    def one_seed(state):
+        return jax.lax.scan(lambda s, _: gradient_step(game, tc, s), state, None, length=length)
+
+    return jax.jit(jax.vmap(one_seed), donate_argnums=0)
+
+
+class Gradient(es.ES):
+    """Smoothed gradient ascent on ``game`` with the interface :mod:`coasejax.train.run` drives (that of
+    :class:`coasejax.train.es.ES`, whose state, initialisation and log it shares)."""
+
+    def __init__(self, game: Game, tc):
+        if game.objective is None:
+            raise ValueError(f"train.algo: gradient needs a differentiable game; {game.name} has none (use es)")
+        super().__init__(game, tc)
+        self.agents_per_iteration = game.n_providers * (tc.batch + game.opponent_draws)
+
+    def make_chunk(self, length: int):
+        return make_chunk(self.game, self.tc, length)
