@@ -1,9 +1,13 @@
 """``coasejax report RUN_DIR``: one self-contained HTML page (``report.html`` and ``report_figures/*.png``) for any run.
 
-It reads what the run wrote — ``summary.json`` (``simulate`` or ``train``), ``sweep.json`` (a ``simulate`` sweep),
+It reads what the run wrote — ``summary.json`` (``simulate`` or ``train``), ``strategy.json`` (``train``),
+``sweep.json`` (a ``simulate`` sweep),
 ``metrics.jsonl`` (training) and ``tc_curves.json`` (``scripts/repro_tc_curves.sh``) — and draws every figure the
 data allow:
 
+* the learned strategy beside the theory (``strategy.json``, written by ``train``): bids against values with the
+  analytic equilibrium, offers and thresholds by round, reports against true harm;
+* bne_rmse and utility_loss_rel over training on a log axis, with the targets marked and the spread over seeds;
 * welfare and efficiency over rounds (simulate) and over training (train);
 * efficiency against transaction cost on a log axis, per mechanism and rights regime (a reproduction run, a sweep
   over a cost key, or the multi-round PPO run's per-round-cost curve);
@@ -50,6 +54,8 @@ class RunData:
         self.summary = _dict(_json(run / "summary.json"))
         self.sweep = _dict(_json(run / "sweep.json"))
         self.tc_curves = _dict(_json(run / "tc_curves.json"))
+        strategy = _dict(_json(run / "strategy.json")) or {}
+        self.strategy = [p for p in strategy.get("panels", []) if isinstance(p, dict)]
         lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
         self.metrics = [row for row in (json.loads(x) for x in lines if x.strip()) if isinstance(row, dict)]
         if self.summary is None and self.sweep is None and self.tc_curves is None and not self.metrics:
@@ -93,8 +99,7 @@ def fig_training(d: RunData, ax_pair):
     ax1, ax2 = ax_pair
     steps = [r["step"] for r in rows]
     drawn = False
-    for key, ax in (("efficiency", ax1), ("train_efficiency", ax1), ("utility", ax2), ("train_utility", ax2),
-                    ("bne_rmse", ax2)):
+    for key, ax in (("efficiency", ax1), ("train_efficiency", ax1), ("utility", ax2), ("train_utility", ax2)):
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if pts:
             ax.plot(*zip(*pts), marker="." if len(pts) < 40 else None, label=key)
@@ -107,6 +112,51 @@ def fig_training(d: RunData, ax_pair):
         ax.legend(fontsize=7)
         ax.set_xlim(0, max(steps) * 1.02)
     return "Efficiency and utility logged during training (metrics.jsonl)."
+
+
+#: the targets marked on the equilibrium-distance figure (issue 16's tolerances)
+TARGETS = {"bne_rmse": 0.01, "utility_loss_rel": 0.005}
+LOG_FLOOR = 1e-6  # values at or below it (a utility loss can be negative: sampling noise) are drawn at the floor
+
+
+def fig_equilibrium(d: RunData, ax):
+    rows = [r for r in d.metrics if any(isinstance(r.get(k), (int, float)) for k in TARGETS)]
+    if not rows:
+        return None
+    for i, (key, target) in enumerate(TARGETS.items()):
+        pts = [(r["step"], max(float(r[key]), LOG_FLOOR)) for r in rows if isinstance(r.get(key), (int, float))]
+        if not pts:
+            continue
+        color = f"C{i}"
+        ax.plot(*zip(*pts), marker=".", color=color, label=f"{key} (mean over seeds)")
+        spread = [(r["step"], [max(float(x), LOG_FLOOR) for x in r["per_seed"][key]]) for r in rows
+                  if isinstance(r.get("per_seed"), dict) and isinstance(r["per_seed"].get(key), list)]
+        if spread:
+            steps = [s for s, _ in spread]
+            ax.fill_between(steps, [min(v) for _, v in spread], [max(v) for _, v in spread], color=color,
+                            alpha=0.2, label=f"{key}, range over seeds")
+        ax.axhline(target, color=color, linestyle=":", label=f"target {key} ≤ {target:g}")
+    ax.set_yscale("log")
+    ax.set(xlabel="iteration", ylabel="distance from equilibrium", title="distance from equilibrium over training")
+    ax.legend(fontsize=7)
+    return (f"bne_rmse and utility_loss_rel at each evaluation, on a log axis, with the targets dotted (values at or "
+            f"below {LOG_FLOOR:g}, e.g. a utility loss that sampling noise makes negative, are drawn at {LOG_FLOOR:g}); "
+            f"the band is the range over seeds.")
+
+
+def fig_strategy(d: RunData, axes):
+    panels = d.strategy
+    if not panels:
+        return None
+    for ax, panel in zip(axes, panels):
+        for series in panel["series"]:
+            theory = series.get("kind") == "theory"
+            ax.plot(series["x"], series["y"], linestyle="--" if theory else "-", linewidth=2 if theory else 1.2,
+                    color="black" if theory else None, alpha=1.0 if theory else 0.8, label=series["label"])
+        ax.set(xlabel=panel.get("xlabel", ""), ylabel=panel.get("ylabel", ""), title=panel.get("title", ""))
+        ax.set_yscale(panel.get("yscale", "linear"))
+        ax.legend(fontsize=7)
+    return "The learned strategy (solid, one line per seed) beside the theory (dashed), from strategy.json."
 
 
 def _tc_series(d: RunData) -> tuple[dict, str] | None:
@@ -291,7 +341,8 @@ def fig_groups(d: RunData, ax):
     return "Efficiency of each episode group (rights regime × per-round negotiation cost), against the analytic value."
 
 
-FIGURES = (("rounds", fig_rounds, 2), ("training", fig_training, 2), ("tc_curve", fig_tc, 2),
+FIGURES = (("strategy", fig_strategy, lambda d: len(d.strategy)), ("equilibrium", fig_equilibrium, 1),
+           ("rounds", fig_rounds, 2), ("training", fig_training, 2), ("tc_curve", fig_tc, 2),
            ("coalitions", fig_coalition_sizes, 2), ("free_riding", fig_free_riding, 2), ("lorenz", fig_lorenz, 1),
            ("layers", fig_layers, 1), ("providers", fig_providers, 1), ("groups", fig_groups, 1))
 #: what a figure function may raise on a summary of another shape (the figure is then left out, with the reason)
@@ -310,7 +361,12 @@ def write_report(run: Path) -> Path:
     fig_dir.mkdir(exist_ok=True)
     made, missing = [], []
     for name, draw, panels in FIGURES:
-        fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), constrained_layout=True)
+        panels = panels(d) if callable(panels) else panels
+        if not panels:
+            missing.append(name)
+            continue
+        fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), constrained_layout=True, squeeze=False)
+        axes = axes[0] if panels > 1 or draw is fig_strategy else axes[0, 0]
         try:
             caption = draw(d, axes)
         except SHAPE_ERRORS as e:  # the data is there in a shape this figure does not read: leave it out

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from coasejax.envs import auction
+from coasejax.eval.equilibrium import equilibrium_bid
 from coasejax.eval.metrics import auction_metrics
 from coasejax.policies import Advocate, make_advocate, skip_features, skip_start, take  # noqa: F401
 from coasejax.train.game import Game
@@ -97,8 +98,43 @@ def auction_game(cfg) -> Game:
     def metrics(key, stack):
         return auction_metrics(key, stack, bid_one, bid_all, params, role_provider, focal_role, cfg.train)
 
+    def strategy(seed_stacks):
+        return strategy_panels(seed_stacks, bid_one, params, role_provider, focal_role)
+
     return Game(name=f"auction/{params.format}", n_providers=int(focal_role.shape[0]),
                 obs_dim=2 if cfg.policy.win_prob else 1, module=module,
                 fitness=fitness, metrics=metrics, objective=objective,
                 agents_per_iteration=cfg.train.population * batch + n_opp * params.n_roles,
-                opponent_draws=n_opp * params.n_roles)
+                opponent_draws=n_opp * params.n_roles, strategy=strategy)
+
+
+STRATEGY_GRID = 101  # values at which the report draws the learned bid functions
+
+
+def strategy_panels(seed_stacks, bid_one, params: auction.AuctionParams, role_provider, focal_role) -> list[dict]:
+    """The report's panels (:mod:`coasejax.eval.report`): per provider's focal role, the learned bid (ask) against
+    the value (cost) on a grid, one curve per seed, beside the analytic equilibrium where one is known (the linear
+    one for the double auction, one of many)."""
+    import numpy as np
+
+    v = jnp.linspace(0.0, 1.0, STRATEGY_GRID, dtype=jnp.float32)
+    n_seeds = int(jax.tree.leaves(seed_stacks)[0].shape[0])
+    names = ("buyer", "seller") if params.format == "double" else None
+    panels = []
+    for p, role in enumerate(np.asarray(focal_role).tolist()):
+        name = names[role] if names else ("every bidder (shared policy)" if len(focal_role) == 1 else f"bidder {p}")
+        series = []
+        for s in range(n_seeds):
+            stack = jax.tree.map(lambda x: x[s], seed_stacks)
+            bids = bid_one(take(stack, role_provider[role]), v, jnp.int32(role))
+            series.append({"label": f"learned, seed {s}", "x": v.tolist(), "y": np.asarray(bids).tolist(),
+                           "kind": "learned", "seed": s})
+        beta = equilibrium_bid(params, v, jnp.int32(role))
+        if beta is not None:
+            label = "linear equilibrium" if params.format == "double" else "Bayes–Nash equilibrium"
+            series.append({"label": label, "x": v.tolist(), "y": np.asarray(beta).tolist(), "kind": "theory",
+                           "seed": None})
+        ask = names and role == 1
+        panels.append({"title": f"{params.format}: {name}", "xlabel": "cost c" if ask else "value v",
+                       "ylabel": "ask" if ask else "bid", "series": series, "yscale": "linear"})
+    return panels

@@ -11,7 +11,11 @@ import typer
 
 from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
 
-LIVE = ("utility", "bne_rmse", "utility_loss_rel", "train_efficiency", "efficiency")
+#: the progress line's metrics, in order, under short names, and the width they may take: the whole line (label,
+#: bar, count, time, metrics) fits an 80-column terminal, so the metrics are dropped from the right, never cut
+LIVE = {"bne_rmse": "bne", "utility_loss_rel": "loss", "utility": "u", "efficiency": "eff",
+        "train_efficiency": "eff_train", "proposer_share": "share"}
+LIVE_WIDTH = 38
 
 
 def _check_trainable(cfg) -> None:
@@ -23,8 +27,16 @@ def _check_trainable(cfg) -> None:
              f"{', '.join(trainable)}, got {cfg.mechanism.kind!r}")
 
 
-def _fmt(row: dict) -> str:
-    return "  ".join(f"{k}={row[k]:.4g}" for k in LIVE if row.get(k) is not None)
+def _fmt(row: dict, width: int = LIVE_WIDTH) -> str:
+    """The progress line's metrics, ``short=value`` each, as many as fit in ``width`` characters."""
+    text = ""
+    for key, short in LIVE.items():
+        if isinstance(row.get(key), (int, float)):
+            item = f"{short}={row[key]:.3g}"
+            if len(text) + len(item) + (1 if text else 0) > width:
+                break
+            text = f"{text} {item}" if text else item
+    return text
 
 
 def train(
@@ -62,7 +74,7 @@ def train(
     if not quiet:
         console.print(f"[bold]coasejax train[/] {game} | {cfg.train.algo}, {cfg.train.iterations} iterations × "
                       f"{cfg.train.seeds} seed(s){' | resuming' if resume else ''}", highlight=False)
-    progress = Progress(TextColumn("iterations"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Progress(TextColumn("train"), BarColumn(bar_width=12), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[live]}"), console=console, disable=quiet)
     task = progress.add_task("train", total=cfg.train.iterations, live="compiling…")
     live: dict = {}

@@ -118,6 +118,10 @@ class ES:
         self.agents_per_iteration = game.n_providers * game.agents_per_iteration
         self.metrics = game.metrics
 
+    def strategy(self, params) -> list[dict]:
+        """The report's strategy panels of the seed-stacked ``params`` (none where the game draws none)."""
+        return self.game.strategy(params) if self.game.strategy is not None else []
+
     def init_states(self) -> TrainState:
         return init_states(self.game, self.tc)
 

@@ -39,3 +39,4 @@ class Game(NamedTuple):
     agents_per_iteration: int  # focal evaluations + opponent draws per provider and iteration (for throughput)
     objective: Callable[..., tuple[jax.Array, jax.Array]] | None = None
     opponent_draws: int = 0  # of the above, the opponents' bids drawn per provider and iteration
+    strategy: Callable[..., list] | None = None  # seed-stacked parameters -> the report's strategy panels

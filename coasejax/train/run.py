@@ -19,11 +19,13 @@ import jax
 import numpy as np
 
 from coasejax import checkpoint as ckpt
+from coasejax.cliutil import write_atomic
 from coasejax.config import Config
 from coasejax.train import es
 from coasejax.train.auction_game import auction_game
 
 EVAL_STREAM = 0x6576616C  # folds the evaluation's randomness away from the training's
+SPREAD_KEYS = ("bne_rmse", "utility_loss_rel", "utility", "efficiency", "proposer_share", "report_ratio_mean")
 
 
 def make_algo(cfg: Config):
@@ -211,6 +213,8 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
                 last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
                 means = mean_metrics(last_eval)
                 row.update(means)
+                if seeds > 1:  # the report draws the spread over seeds
+                    row["per_seed"] = {k: v for k, v in per_seed_lists(last_eval).items() if k in SPREAD_KEYS}
                 ckpt.save(mngr, step, states, current, {cc.best_metric: means.get(cc.best_metric)}, meta)
             log.write(json.dumps(row) + "\n")
             log.flush()
@@ -242,12 +246,22 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
         "best_step": _best_step(mngr, cc.best_metric),
         "tensorboard": tb.backend,
     }
+    write_strategy(trainer.algo, states.params, out)
     if tc.algo == "ppo":
         from coasejax.scenarios.coase_rounds import cost_curve
 
         summary["cost_curve"] = cost_curve(cfg, mean_metrics(last_eval))
     mngr.close()
     return summary
+
+
+def write_strategy(algo, params, out: Path) -> None:
+    """``out/strategy.json``: the learned strategy beside the theory, as panels for the report (an algorithm without
+    a ``strategy`` method writes none)."""
+    draw = getattr(algo, "strategy", None)
+    panels = draw(params) if draw is not None else []
+    if panels:
+        write_atomic(out / "strategy.json", json.dumps({"panels": panels}) + "\n")
 
 
 def _best_step(mngr, metric: str) -> int | None:
