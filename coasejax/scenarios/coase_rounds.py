@@ -203,3 +203,60 @@ SCENARIO = register(Scenario(
     seat_providers=seat_providers, seat_owners=seat_owners, scripted={"truthful": truthful}, summarise=summarise,
     decisions=decisions, discount=discount, metrics=metrics,
     description="multi-round Coase negotiation: alternating offers or Lindahl prices, contracts, breach, reputation"))
+
+
+
+def play_by_offer(params: env.Params, act, key: jax.Array, offers: int) -> dict:
+    """The mean play of ``act`` (``f32[2, N, D] → f32[2, N, A]``, observation to actions) at offers ``0 … offers − 1``
+    of a fresh population's first negotiation at the grid's lowest per-round cost, each side proposing and each
+    responding at every offer (the opener set accordingly): the mean over the bargains of each side's demand where it
+    proposes and of its acceptance threshold where it responds (lists of ``offers`` floats under ``demand_emitter``,
+    ``demand_victims``, ``threshold_emitter``, ``threshold_victims``), beside the subgame-perfect ones without costs
+    (``spe_…``: the proposer demands its backward-induction share with the offers left, the responder accepts
+    exactly the rest)."""
+    state = env.reset(key, params)
+    state = state.replace(cost=jnp.full_like(state.cost, jnp.argmin(params.costs)))
+    out = {f"{k}_{s}": [] for k in ("demand", "threshold", "spe_demand", "spe_threshold") for s in SIDES}
+    for k in range(offers):
+        for seat, side in enumerate(SIDES):  # ``side`` proposes at offer k
+            other = SIDES[1 - seat]
+            s = state.replace(offers=jnp.full_like(state.offers, k),
+                              opener=jnp.full_like(state.opener, (k % 2 == 0) == (seat == 0)))
+            acts = act(env.observe(params, s))
+            spe = float(env.rubinstein_split(params.replace(horizon=max(params.horizon - k, 1)),
+                                             emitter_first=seat == 0))
+            out[f"demand_{side}"].append(float(jnp.mean(acts[seat, :, 0])))
+            out[f"threshold_{other}"].append(float(jnp.mean(acts[1 - seat, :, 1])))
+            out[f"spe_demand_{side}"].append(spe)
+            out[f"spe_threshold_{other}"].append(1.0 - spe)
+    return out
+
+
+SIDES = ("emitter", "victims")
+#: offers the strategy panels show
+STRATEGY_OFFERS = 8
+
+
+def strategy_panels(params: env.Params, policies, offers: int = STRATEGY_OFFERS) -> list[dict]:
+    """The report's figure panels of learned alternating-offers play (:func:`play_by_offer`): the proposer's demand and
+    the responder's acceptance threshold by offer index, for each side and each ``(seed, label, act)`` of
+    ``policies``, beside the subgame-perfect (Rubinstein) ones of the configured horizon where the lowest per-round
+    cost of the grid is 0. Under Lindahl prices there are no offers: no panels."""
+    if params.protocol != "alternating":
+        return []
+    key = jax.random.PRNGKey(0)
+    x = [float(k) for k in range(offers)]
+    tables = [(seed, label, play_by_offer(params, act, key, offers)) for seed, label, act in policies]
+    zero_cost = float(jnp.min(params.costs)) == 0.0
+    panels = []
+    for field, title, ylabel in (("demand", "Proposer's demand by offer", "demand (share of the surplus)"),
+                                 ("threshold", "Responder's acceptance threshold by offer",
+                                  "threshold (share of the surplus)")):
+        series = [{"label": f"{side}{label}", "x": x, "y": t[f"{field}_{side}"], "kind": "learned", "seed": seed}
+                  for seed, label, t in tables for side in SIDES]
+        if zero_cost and tables:
+            series += [{"label": f"{side}, subgame-perfect", "x": x, "y": tables[0][2][f"spe_{field}_{side}"],
+                        "kind": "theory", "seed": None} for side in SIDES]
+        panels.append({"title": title, "xlabel": "offer (0: the first)", "ylabel": ylabel, "series": series,
+                       "yscale": "linear"})
+    return panels

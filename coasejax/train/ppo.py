@@ -411,5 +411,91 @@ class PPO:
 
     def metrics(self, key, stack) -> dict:
         """Evaluation of the mean actions of ``stack`` in a fresh population: ``scenario.metrics`` of the measured
-        rounds."""
-        return self.summary(self.play(key, stack))
+        rounds, and ``utility_loss_rel`` (with ``utility_loss_rel_by_seat``) against the grid best response
+        (:meth:`exploitability`)."""
+        k_play, k_dev = jax.random.split(key)
+        out = dict(self.summary(self.play(k_play, stack)))
+        out["utility_loss_rel"], out["utility_loss_rel_by_seat"] = self.exploitability(k_dev, stack)
+        return out
+
+    def strategy(self, params) -> list[dict]:
+        """Figure panels of the learned strategies of ``params`` (``states.params``: a leading seed axis, then the
+        providers): the scenario module's ``strategy_panels(scenario params, policies)`` with ``policies`` a list of
+        ``(seed, label, act)``, ``act`` mapping an observation ``f32[S, N, D]`` to the mean actions of one learned
+        provider in every seat (in ``coase_rounds``: demands and acceptance thresholds by offer beside Rubinstein's);
+        ``[]`` for a scenario without panels. Each panel is ``{"title", "xlabel", "ylabel", "series": [{"label", "x",
+        "y", "kind": "learned" | "theory", "seed"}], "yscale"}``."""
+        import importlib
+
+        panels = getattr(importlib.import_module(self.scenario.reset.__module__), "strategy_panels", None)
+        if panels is None:
+            return []
+        act = jax.jit(lambda stack, obs, j: self.act(stack, obs, jnp.full(obs.shape[:-1], j, jnp.int32), None)[1])
+        seeds = jax.tree.leaves(params)[0].shape[0]
+        providers = [j for j in range(self.m) if bool(self.learned[j])]
+        policies = [(s, f" (provider {j})" if self.m > 1 else "", lambda obs, s=s, j=j: act(take(params, s), obs, j))
+                    for s in range(seeds) for j in providers]
+        return panels(self.params, policies)
+
+    def deviation_returns(self, key, stack, state0, value=None, seat=None, field=None):
+        """``f32[S, N]``: each seat's discounted return (its own discount factor) over ``train.rollout`` rounds of mean
+        play from ``state0``; with ``seat`` and ``field``, the deviators' seats ``seat`` (one agent-axis entry in every
+        ``2S + 1``) play ``value`` (``f32[N]``, in the field's units; a ratio of ``obs[..., 0]`` where the spec is
+        relative) in action field ``field`` every round, all else their means."""
+        p, sc = self.params, self.scenario
+        stride = 2 * self.seats + 1
+        deviator = (jnp.arange(self.n) % stride) == 0
+
+        def body(carry, t):
+            es, weight = carry
+            obs = sc.observe(p, es)
+            _, acts, *_ = self.act(stack, obs, sc.seat_providers(p, es), None)
+            if seat is not None:
+                v = value[None, :] * (obs[..., 0] if self.spec.relative else 1.0)
+                mine = ((jnp.arange(self.seats) == seat)[:, None] & deviator[None, :])[..., None]
+                acts = jnp.where(mine & (jnp.arange(self.n_actions) == field), v[..., None], acts)
+            es2, tr = sc.step(jax.random.fold_in(key, t), es, acts, p)
+            return (es2, weight * self.discount[:, None]), weight * tr.reward
+
+        _, rewards = jax.lax.scan(body, (state0, jnp.ones((self.seats, 1), jnp.float32)),
+                                  jnp.arange(self.tc.rollout))
+        return jnp.sum(rewards, axis=0)
+
+    def exploitability(self, key, stack):
+        """``(utility_loss_rel, utility_loss_rel_by_seat f32[S])``: what a seat would gain by the best constant
+        deviation, all else the learned mean play.
+
+        For every seat s and action field f, one agent-axis entry in every ``2S + 1`` (so no two deviators share a
+        bargain of the ring scenarios) plays a constant in field f — ``G = min(train.eval_grid, 21)`` values evenly
+        spaced over the field's range, deviator j taking value ``j mod G`` — and its other fields and every other
+        seat their means, for ``train.rollout`` rounds from a fresh population, on the same draws as the learned play
+        (common random numbers). A value's gain is the deviators' mean discounted return minus what the same seats
+        earn in the learned play; seat s's best gain ``b_s`` is the largest over fields and values (0 if none
+        gains). ``utility_loss_rel = Σ_s b_s / Σ_s |U_s + b_s|`` (``U_s``: the deviators' mean learned return), and
+        per seat ``b_s / |U_s + b_s|``: 0 when no constant deviation pays, the share of its best-reply utility a seat
+        gives away otherwise."""
+        sc, p = self.scenario, self.params
+        k_reset, k_run = jax.random.split(key)
+        state0 = sc.reset(k_reset, p)
+        g = min(self.tc.eval_grid, 21)
+        stride = 2 * self.seats + 1
+        deviator = (jnp.arange(self.n) % stride) == 0
+        slot = (jnp.arange(self.n) // stride) % g  # f32[N]: each deviator's grid value
+        hot = (slot[None, :] == jnp.arange(g)[:, None]) & deviator[None, :]  # bool[G, N]
+        count = jnp.maximum(jnp.sum(hot, axis=1), 1)
+        base = self.deviation_returns(k_run, stack, state0)  # f32[S, N]
+        low, high = (jnp.asarray(b, jnp.float32) for b in (self.spec.low, self.spec.high))
+        pairs = jnp.stack(jnp.meshgrid(jnp.arange(self.seats), jnp.arange(self.n_actions), indexing="ij"), -1)
+
+        def best_gain(pair):
+            seat, field = pair[0], pair[1]
+            value = low[field] + (high[field] - low[field]) * slot / max(g - 1, 1)
+            dev = self.deviation_returns(k_run, stack, state0, value, seat, field)
+            diff = jnp.take(dev - base, seat, axis=0)  # f32[N]
+            return jnp.max(jnp.sum(jnp.where(hot, diff[None, :], 0.0), axis=1) / count)
+
+        gains = jax.lax.map(best_gain, pairs.reshape(-1, 2)).reshape(self.seats, self.n_actions)
+        best = jnp.maximum(jnp.max(gains, axis=1), 0.0)  # f32[S]
+        learned = jnp.sum(jnp.where(deviator[None, :], base, 0.0), axis=1) / jnp.maximum(jnp.sum(deviator), 1)
+        denom = jnp.abs(learned + best)
+        return (jnp.sum(best) / jnp.maximum(jnp.sum(denom), 1e-12), best / jnp.maximum(denom, 1e-12))
