@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# The Rubinstein must-show: PPO advocates in the multi-round Coase scenario with no costs, for several pairs of
-# discount factors; prints the opener's learned share against (1 − δ_responder)/(1 − δ_e δ_v).
-#   bash scripts/train_rubinstein.sh [OUT_ROOT]      (default runs/rubinstein; about 4 min per pair on 2 cores)
+# The Rubinstein must-reach: PPO advocates (preset coase_rubinstein: no costs, the opener drawn per episode, horizon
+# 128) for every pair of discount factors in {0.8, 0.9, 0.95}²; prints each opener's learned share against the
+# subgame-perfect one, the larger error, the efficiency, training seconds, and — from `coasejax eval` of the final
+# checkpoint — utility_loss_rel against the grid best response.
+#   bash scripts/train_rubinstein.sh [OUT_ROOT] [EXTRA --set ARGS...]   (default runs/rubinstein)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=${1:-runs/rubinstein}
-for pair in "0.9 0.8" "0.95 0.95" "0.8 0.9"; do
-  set -- $pair
-  out="$root/de$1_dv$2"
-  rm -rf "$out"
-  coasejax train coase_ppo -q --out "$out" --set env.cost_grid=[0.0] --set train.iterations=200 --set mechanism.discount_emitter="$1" \
-    --set mechanism.discount_victims="$2" >/dev/null
-  python - "$out/summary.json" "$1" "$2" <<'PY'
+shift || true
+for de in 0.8 0.9 0.95; do
+  for dv in 0.8 0.9 0.95; do
+    out="$root/de${de}_dv${dv}"
+    rm -rf "$out"
+    coasejax train coase_rubinstein -q --out "$out" --set mechanism.discount_emitter="$de" \
+      --set mechanism.discount_victims="$dv" "$@" >/dev/null
+    coasejax eval "$out" >/dev/null
+    python - "$out" "$de" "$dv" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1]))
-print(f"delta_e={sys.argv[2]} delta_v={sys.argv[3]}  opener share {s['proposer_share']:.4f}  Rubinstein "
-      f"{s['rubinstein_share']:.4f}  error {s['proposer_share_error']:.4f}  efficiency {s['efficiency']:.4f}  "
+s = json.load(open(sys.argv[1] + "/summary.json"))
+e = json.load(open(sys.argv[1] + "/eval.json"))
+loss = e.get("utility_loss_rel")
+print(f"delta_e={sys.argv[2]} delta_v={sys.argv[3]}  emitter opens {s['proposer_share']:.4f} "
+      f"(SPE {s['rubinstein_share']:.4f})  victims open {s['proposer_share_victims']:.4f} "
+      f"(SPE {s['rubinstein_share_victims']:.4f})  error {s['proposer_share_error']:.4f}  "
+      f"efficiency {s['efficiency']:.4f}  utility_loss_rel {'n/a' if loss is None else f'{loss:.4f}'}  "
       f"train {s['train_seconds']:.0f}s")
 PY
+  done
 done
