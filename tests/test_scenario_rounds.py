@@ -181,4 +181,5 @@ def test_ppo_trains_through_the_generic_interface_and_its_mean_action_is_the_squ
     states, m = algo.make_chunk(1)(algo.init_states())
     assert np.all(np.isnan(np.asarray(m.efficiency))) and np.all(np.isfinite(np.asarray(m.value_loss)))
     out = algo.metrics(jax.random.PRNGKey(9), take(states.params, 0))
-    assert set(out) == {"totals", "providers"}
+    assert set(out) == {"totals", "providers", "utility_loss_rel", "utility_loss_rel_by_seat"}
+    assert np.asarray(out["utility_loss_rel_by_seat"]).shape == (2,) and 0 <= float(out["utility_loss_rel"]) <= 1

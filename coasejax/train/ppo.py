@@ -441,7 +441,8 @@ class PPO:
         """``f32[S, N]``: each seat's discounted return (its own discount factor) over ``train.rollout`` rounds of mean
         play from ``state0``; with ``seat`` and ``field``, the deviators' seats ``seat`` (one agent-axis entry in every
         ``2S + 1``) play ``value`` (``f32[N]``, in the field's units; a ratio of ``obs[..., 0]`` where the spec is
-        relative) in action field ``field`` every round, all else their means."""
+        relative) in action field ``field`` every round, all else their means (``seat`` may be traced; ``S``: nobody
+        deviates)."""
         p, sc = self.params, self.scenario
         stride = 2 * self.seats + 1
         deviator = (jnp.arange(self.n) % stride) == 0
@@ -480,21 +481,23 @@ class PPO:
         g = min(self.tc.eval_grid, 21)
         stride = 2 * self.seats + 1
         deviator = (jnp.arange(self.n) % stride) == 0
-        slot = (jnp.arange(self.n) // stride) % g  # f32[N]: each deviator's grid value
+        slot = (jnp.arange(self.n) // stride) % g  # i32[N]: the grid value each deviator plays
         hot = (slot[None, :] == jnp.arange(g)[:, None]) & deviator[None, :]  # bool[G, N]
         count = jnp.maximum(jnp.sum(hot, axis=1), 1)
-        base = self.deviation_returns(k_run, stack, state0)  # f32[S, N]
         low, high = (jnp.asarray(b, jnp.float32) for b in (self.spec.low, self.spec.high))
         pairs = jnp.stack(jnp.meshgrid(jnp.arange(self.seats), jnp.arange(self.n_actions), indexing="ij"), -1)
+        pairs = jnp.concatenate([jnp.asarray([[self.seats, 0]]), pairs.reshape(-1, 2)])  # first: no deviator
 
-        def best_gain(pair):
+        def returns(pair):  # one compiled rollout for the learned play (seat S: nobody deviates) and every deviation
             seat, field = pair[0], pair[1]
             value = low[field] + (high[field] - low[field]) * slot / max(g - 1, 1)
-            dev = self.deviation_returns(k_run, stack, state0, value, seat, field)
-            diff = jnp.take(dev - base, seat, axis=0)  # f32[N]
-            return jnp.max(jnp.sum(jnp.where(hot, diff[None, :], 0.0), axis=1) / count)
+            return self.deviation_returns(k_run, stack, state0, value, seat, field)
 
-        gains = jax.lax.map(best_gain, pairs.reshape(-1, 2)).reshape(self.seats, self.n_actions)
+        runs = jax.lax.map(returns, pairs)  # f32[1 + S·A, S, N]
+        base = runs[0]
+        dev = runs[1:].reshape((self.seats, self.n_actions) + base.shape)
+        diff = dev[jnp.arange(self.seats), :, jnp.arange(self.seats)] - base[:, None, :]  # f32[S, A, N]
+        gains = jnp.max(jnp.einsum("gn,san->sag", hot.astype(jnp.float32), diff) / count, axis=-1)  # f32[S, A]
         best = jnp.maximum(jnp.max(gains, axis=1), 0.0)  # f32[S]
         learned = jnp.sum(jnp.where(deviator[None, :], base, 0.0), axis=1) / jnp.maximum(jnp.sum(deviator), 1)
         denom = jnp.abs(learned + best)
