@@ -463,7 +463,7 @@ def test_ppo_in_the_engine_is_efficient_under_both_regimes_and_deploys_at_a_mill
     run = tmp_path / "ppo"
     cfg = load_config("coase_ppo", ["population.n_agents=10000", "env.cost_grid=[0.0]", "env.regimes=[emitter,victim]",
                                     "train.iterations=40", "train.rollout=8", "train.epochs=5", "train.minibatches=2",
-                                    "train.log_every=20", "checkpoint.every=40"])
+                                    "train.learning_rate=0.001", "train.log_every=20", "checkpoint.every=40"])
     summary = train(cfg, run)
     eff = np.asarray(summary["efficiency_by_group"])  # one group per regime (one cost)
     assert eff.shape == (2,) and np.all(eff >= 0.95), eff
