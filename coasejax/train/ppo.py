@@ -467,7 +467,7 @@ class PPO:
         deviation, all else the learned mean play.
 
         For every seat s and action field f, one agent-axis entry in every ``2S + 1`` (so no two deviators share a
-        bargain of the ring scenarios) plays a constant in field f — ``G = min(train.eval_grid, 21)`` values evenly
+        bargain of the ring scenarios) plays a constant in field f — ``G = min(train.eval_grid, 41)`` values evenly
         spaced over the field's range, deviator j taking value ``j mod G`` — and its other fields and every other
         seat their means, for ``train.rollout`` rounds from a fresh population, on the same draws as the learned play
         (common random numbers). A value's gain is the deviators' mean discounted return minus what the same seats
@@ -478,7 +478,7 @@ class PPO:
         sc, p = self.scenario, self.params
         k_reset, k_run = jax.random.split(key)
         state0 = sc.reset(k_reset, p)
-        g = min(self.tc.eval_grid, 21)
+        g = min(self.tc.eval_grid, 41)
         stride = 2 * self.seats + 1
         deviator = (jnp.arange(self.n) % stride) == 0
         slot = (jnp.arange(self.n) // stride) % g  # i32[N]: the grid value each deviator plays
