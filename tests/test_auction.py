@@ -10,6 +10,7 @@ import pytest
 from coasejax.config import ConfigError, load_config
 from coasejax.envs import auction
 from coasejax.eval.equilibrium import best_bid, equilibrium_bid, first_price_bid
+from coasejax.policies import SIGMOID_START_MAX
 
 KEY = jax.random.PRNGKey(0)
 
@@ -96,8 +97,8 @@ def test_first_price_reserve_terms_stay_finite_where_powers_underflow():
     np.testing.assert_allclose(first_price_bid(jnp.array([0.05]), 10, 4.0, 0.05), [0.05], rtol=1e-6)
     above = v >= 0.1
     np.testing.assert_allclose(b[above], 36 * v[above] / 37, atol=1e-6)
-    cfg = lc("auction_first_price", ["env.n_bidders=10", "env.value_dist=power:4", "env.reserve_price=0.05",
-                                     "policy.init_scale=0.5"])
+    cfg = lc("auction_first_price_features", ["env.n_bidders=10", "env.value_dist=power:4",
+                                              "env.reserve_price=0.05", "policy.init_scale=0.5"])
     game = auction_game(cfg)
     state = es.init(game, cfg.train, KEY)
     bid_one, _ = make_bidders(game.module, auction.AuctionParams.from_config(cfg.env), jnp.zeros((10,), jnp.int32))
@@ -214,7 +215,8 @@ def start_distance(cfg, k=1 << 16):
     v_min = max(participation_threshold(p.format, n, a, r), cfg.train.bne_min_value)
     v = (v_min**a + (1 - v_min**a) * (np.arange(k) + 0.5) / k) ** (1 / a)
     beta = np.asarray(equilibrium_bid(p, jnp.asarray(v, jnp.float32)), np.float64)
-    start = cfg.policy.init_scale * v * (v ** (a * (n - 1)) if p.format == "all_pay" else 1.0)
+    scale = min(cfg.policy.init_scale, SIGMOID_START_MAX) if cfg.policy.output == "sigmoid" else cfg.policy.init_scale
+    start = scale * v * (v ** (a * (n - 1)) if p.format == "all_pay" and cfg.policy.win_prob else 1.0)
     return float(np.sqrt(np.mean((start - beta) ** 2)))
 
 
@@ -229,83 +231,105 @@ def rmse_bound(cfg, target=0.02):
     return target if d < 1e-6 else min(target, d / 2)
 
 
-MUST_SHOW = [
-    ("auction_first_price", [], 0.02),
-    ("auction_first_price", ["env.n_bidders=5"], 0.02),
-    ("auction_second_price", [], 0.02),
-    ("auction_all_pay", [], 0.02),
-    ("auction_double", [], None),
+def train_summary(preset, sets, out):
+    """Train ``preset`` with ``sets`` (evaluated only at the end) into ``out``; ``(summary, cfg)``."""
+    from coasejax.train.run import train
+
+    cfg = load_config(preset, ["train.eval_opponents=65536", *sets, "checkpoint.every=0"])
+    return train(cfg, out), cfg
+
+
+#: the generic policy (an MLP on the own value, smoothed gradient ascent) on a spread of settings: the presets and
+#: corners of the ranges (n = 2 and 10, F(v) = v^0.5 and v^4, reserves 0 and 0.45), at reduced budgets; the issue's
+#: tolerances bne_rmse ≤ 0.01 and utility_loss_rel ≤ 0.005 (first price n = 2 uniform: bne_rmse ≤ 0.003). The full
+#: table at the presets' budgets: scripts/train_ranges.sh, BENCHMARKS.md "Auctions with the generic policy".
+GENERIC = [
+    ("auction_first_price", ["train.iterations=600"], 0.003),
+    ("auction_first_price", ["env.value_dist=power:4", "env.reserve_price=0.45", "train.iterations=1000"], 0.01),
+    ("auction_first_price", ["env.n_bidders=10", "env.value_dist=power:0.5", "env.reserve_price=0.45",
+                             "train.iterations=1000"], 0.01),
+    ("auction_second_price", ["env.n_bidders=2", "env.value_dist=power:0.5", "env.reserve_price=0.45",
+                              "train.iterations=1500"], 0.01),
+    ("auction_all_pay", ["train.iterations=1000"], 0.01),
+    ("auction_all_pay", ["env.value_dist=power:0.5", "train.iterations=1000"], 0.01),
 ]
 
 
-@pytest.mark.parametrize("preset,sets,rmse", MUST_SHOW, ids=["fp_n2", "fp_n5", "sp_n3", "allpay_n2", "double_k05"])
-def test_learned_bids_recover_equilibrium(preset, sets, rmse, tmp_path: Path):
-    """bne_rmse ≤ 0.02 (where known; and under half the start's distance from the equilibrium, :func:`rmse_bound`)
-    and utility_loss_rel ≤ 0.01, in under 2 minutes of training (presets at a
-    reduced budget of 500 iterations, the double auction 300 with half the population; the presets' full budgets
-    are recorded in BENCHMARKS.md ("Training")). The second-price
-    preset starts from b = v/2, so truthful bidding is learned, not assumed. The all-pay preset (n = 2, uniform)
-    starts at its equilibrium, 0.5 v G(v): there the test shows that ES stays; learning it from elsewhere is
-    ``test_learned_all_pay_across_ranges[n2_from_quarter_scale]``."""
-    from coasejax.train.run import train
-
-    budget = ["train.iterations=300", "train.population=128"] if preset == "auction_double" else ["train.iterations=500"]
-    cfg = load_config(preset, [*sets, *budget, "checkpoint.every=0"])
-    summary = train(cfg, tmp_path)
-    assert summary["utility_loss_rel"] <= 0.01, summary
-    if rmse is not None:
-        assert summary["bne_rmse"] <= rmse_bound(cfg, rmse), (summary, rmse_bound(cfg, rmse))
-    assert summary["train_seconds"] < 120
+@pytest.mark.parametrize("preset,sets,rmse", GENERIC, ids=["fp_n2", "fp_n2_power4_r0.45", "fp_n10_power0.5_r0.45",
+                                                           "sp_n2_power0.5_r0.45_from_half", "ap_n2",
+                                                           "ap_n2_power0.5"])
+def test_generic_policy_reaches_the_equilibrium(preset, sets, rmse, tmp_path: Path):
+    """bne_rmse within the tolerance and under half the start's distance from the equilibrium (:func:`rmse_bound`:
+    the learned bids are closer to the equilibrium than to where they started), utility_loss_rel ≤ 0.005. The
+    second-price preset starts from b = v/2, so truthful bidding is learned, not assumed."""
+    summary, cfg = train_summary(preset, sets, tmp_path)
+    assert summary["bne_rmse"] <= rmse_bound(cfg, rmse), (summary["bne_rmse"], rmse_bound(cfg, rmse))
+    assert summary["utility_loss_rel"] <= 0.005, summary["utility_loss_rel"]
 
 
-FIRST_PRICE_BUDGET = ["train.iterations=1200", "train.population=128", "checkpoint.every=0"]
+@pytest.fixture(scope="module")
+def trained_first_price(tmp_path_factory):
+    from coasejax.train.auction_game import auction_game
+    from coasejax.train.gradient import Gradient
+
+    cfg = load_config("auction_first_price", ["train.iterations=600", "checkpoint.every=0"])
+    algo = Gradient(auction_game(cfg), cfg.train)
+    states, _ = algo.make_chunk(cfg.train.iterations)(algo.init_states())
+    return cfg, algo, states.params
 
 
-@pytest.mark.parametrize("sets", [
-    ["env.n_bidders=3", "env.value_dist=power:2.5", "env.reserve_price=0.3"],
-    ["env.n_bidders=10", "env.value_dist=power:0.5", "env.reserve_price=0.1"],
-    ["env.n_bidders=10", "env.value_dist=power:4", "env.reserve_price=0.2"],
-    ["env.value_dist=power:0.5", "env.reserve_price=0.45"],
-    ["env.n_bidders=10", "env.value_dist=power:0.5", "env.reserve_price=0.45"],
-], ids=["n3_power2.5_reserve0.3", "n10_power0.5_reserve0.1", "n10_power4_reserve0.2", "n2_power0.5_reserve0.45",
-        "n10_power0.5_reserve0.45"])
-def test_learned_first_price_across_ranges(sets, tmp_path: Path):
-    """Beyond the must-show cases: power distributions, reserve prices and n = 10, including the two kinds of setting
-    the preset's earlier shading head failed (BENCHMARKS.md, "Training"): n = 10, F(v) = v⁴, where the equilibrium
-    bids 36/37 of the value and the bidders' surplus is 0.003 (Adam's first steps overshot a cap b ≤ v, so the head
-    has none), and large reserves, where the bid jumps to the reserve at v = r (the feature ρ = r G(r)/G(v) carries
-    that part; n = 10, F(v) = v^0.5, reserve 0.45 drifted away under a folded cap). bne_rmse ≤ 0.02, and under half
-    the truthful start's distance from the equilibrium (:func:`rmse_bound`: 0.011 at n = 10, F(v) = v⁴, where
-    truthful bids are 0.022 away), and utility_loss_rel ≤ 0.01 at a reduced budget (1200 iterations, population
-    128)."""
-    from coasejax.train.run import train
-
-    cfg = load_config("auction_first_price", [*sets, *FIRST_PRICE_BUDGET])
-    summary = train(cfg, tmp_path)
-    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= rmse_bound(cfg), (summary, rmse_bound(cfg))
+def test_a_perturbed_policy_shows_a_larger_utility_loss(trained_first_price):
+    """The check can fail: the trained policy's utility loss is ≤ 0.005, and shifting its output logit by −1 (bids
+    shaded by a further ~25% at n = 2) makes bne_rmse and utility_loss_rel both larger by a wide margin (> 0.03 and
+    > 0.02: the loss of bidding 3v/8 instead of v/2 against v/2 is 1 − (1 − 3/8)(3/4)/(1/2) = 6% at every value)."""
+    cfg, algo, params = trained_first_price
+    metrics = jax.jit(jax.vmap(algo.metrics, in_axes=(None, 0)))
+    base = {k: float(v[0]) for k, v in metrics(KEY, params).items()}
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    bias_path = [p for p, _ in leaves if "Dense_2" in jax.tree_util.keystr(p) and "bias" in jax.tree_util.keystr(p)]
+    assert len(bias_path) == 1, [jax.tree_util.keystr(p) for p, _ in leaves]
+    shifted = jax.tree_util.tree_map_with_path(lambda p, x: x - 1.0 if p == bias_path[0] else x, params)
+    worse = {k: float(v[0]) for k, v in metrics(KEY, shifted).items()}
+    assert base["utility_loss_rel"] <= 0.005 and base["bne_rmse"] <= 0.003, base
+    assert worse["bne_rmse"] > base["bne_rmse"] + 0.03, (base, worse)
+    assert worse["utility_loss_rel"] > base["utility_loss_rel"] + 0.02, (base, worse)
 
 
-ALL_PAY_BUDGET = ["train.iterations=800", "train.population=128", "checkpoint.every=0"]
+def test_strategy_panels_show_the_learned_bids_beside_the_equilibrium(trained_first_price):
+    """The report's strategy panel of a first-price run: the learned bid at the grid values lies within 0.01 of the
+    theory curve v/2 that the panel carries (the learned policy's bne_rmse is ≤ 0.003)."""
+    _, algo, params = trained_first_price
+    (panel,) = algo.strategy(params)
+    learned = [s for s in panel["series"] if s["kind"] == "learned"]
+    (theory,) = [s for s in panel["series"] if s["kind"] == "theory"]
+    assert len(learned) == 1 and panel["xlabel"] == "value v"
+    np.testing.assert_allclose(theory["y"], np.asarray(theory["x"]) / 2, atol=1e-6)
+    x = np.asarray(learned[0]["x"])
+    inner = (x >= 0.05) & (x <= 0.95)
+    assert np.max(np.abs(np.asarray(learned[0]["y"]) - np.asarray(theory["y"]))[inner]) < 0.01
 
 
-@pytest.mark.parametrize("sets", [
-    ["env.n_bidders=3", "env.value_dist=power:2", "env.reserve_price=0.1"],
-    ["env.n_bidders=10", "env.value_dist=power:4", "env.reserve_price=0.2"],
-    ["policy.init_scale=0.25"],
-], ids=["n3_power2_reserve0.1", "n10_power4_reserve0.2", "n2_from_quarter_scale"])
-def test_learned_all_pay_across_ranges(sets, tmp_path: Path):
-    """All-pay auctions, whose equilibrium ``b(v) = r/(m+1) + m v G(v)/(m+1)``, ``G = F^(n−1) = v^m``, is very convex
-    for large ``m = a(n − 1)``: n = 3, F(v) = v², reserve 0.1 (m = 4: bids only from v ≥ 0.63); the far corner of the
-    ranges, n = 10, F(v) = v⁴, reserve 0.2 (m = 36: b ≈ 0 below v ≈ 0.96, then rising like v³⁷ to 0.98; the bidders'
-    equilibrium surplus is only 0.0013); and n = 2 uniform from ``b = 0.25 v²`` (the preset's own start, 0.5 v², is
-    that case's equilibrium). The preset (``policy.win_prob``: a bid-space skip on ``[r, v, v G(v), r G(r)/G(v)]``)
-    learns each to bne_rmse ≤ :func:`rmse_bound` (0.02 here) and utility_loss_rel ≤ 0.01 at a reduced budget (800
-    iterations, population 128; the preset's full budget is recorded in BENCHMARKS.md, "Training")."""
-    from coasejax.train.run import train
+@pytest.mark.parametrize("k", [0.0, 0.3, 0.9])
+def test_double_auction_across_k(k, tmp_path: Path):
+    """The k-double auction at three values of k (the preset is k = ½): utility_loss_rel ≤ 0.01 for both roles at a
+    reduced budget (600 iterations), judged by utility loss as the game has many equilibria; the learned play's
+    efficiency lies within 0.03 of the linear equilibrium's (0.75 at k = 0 and 1, 0.84 at ½)."""
+    summary, _ = train_summary("auction_double", [f"env.k={k}", "train.iterations=600"], tmp_path)
+    assert summary["utility_loss_rel"] <= 0.01, summary["utility_loss_rel"]
+    assert abs(summary["efficiency"] - summary["linear_efficiency"]) < 0.03, summary
 
-    cfg = load_config("auction_all_pay", [*sets, *ALL_PAY_BUDGET])
-    summary = train(cfg, tmp_path)
-    assert summary["utility_loss_rel"] <= 0.01 and summary["bne_rmse"] <= rmse_bound(cfg), (summary, rmse_bound(cfg))
+
+def test_the_equilibrium_feature_head_is_an_option(tmp_path: Path):
+    """The specialised head (policy.win_prob: features of the equilibrium family, ES), kept as an option and reported
+    separately: n = 10, F(v) = v⁴, reserve 0.2, where its bid-space skip holds the equilibrium; bne_rmse ≤ 0.01 and
+    under half the start's distance, utility_loss_rel ≤ 0.01, at 1200 iterations of population 128."""
+    sets = ["env.n_bidders=10", "env.value_dist=power:4", "env.reserve_price=0.2", "train.iterations=1200",
+            "train.population=128"]
+    summary, cfg = train_summary("auction_first_price_features", sets, tmp_path)
+    assert summary["bne_rmse"] <= rmse_bound(cfg, 0.01) and summary["utility_loss_rel"] <= 0.01, summary
+
+
+FIRST_PRICE_BUDGET = ["checkpoint.every=0"]
 
 
 def test_utility_loss_rel_is_guarded_when_best_response_earns_nothing():
