@@ -46,8 +46,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
 ) -> None:
-    """Train advocate policies (evolution strategies or PPO, self-play); writes checkpoints/, metrics.jsonl,
-    summary.json."""
+    """Train advocate policies (smoothed gradient ascent, evolution strategies or PPO, self-play); writes
+    checkpoints/, metrics.jsonl, summary.json, strategy.json."""
     from coasejax.config import ConfigError, dump_config, load_config
 
     try:
