@@ -77,7 +77,41 @@ def test_report_of_a_training_run(tmp_path):
     assert r.returncode == 0, r.stderr
     assert cli("report", str(out), "-q").returncode == 0
     figs = {p.name for p in (out / "report_figures").glob("*.png")}
-    assert {"training.png", "free_riding.png"} <= figs
+    assert {"training.png", "free_riding.png", "strategy.png"} <= figs
+
+
+def test_report_of_an_auction_run_shows_the_strategy_and_the_distance_over_training(tmp_path):
+    """A first-price run with two seeds: strategy.json holds one learned bid curve per seed and the BNE v/2; the
+    evaluations in metrics.jsonl hold each seed's bne_rmse (the band of the distance figure); the report draws the
+    strategy and the distance from equilibrium, and no longer draws bne_rmse on the utility axis."""
+    out = tmp_path / "fp"
+    sets = ["train.iterations=100", "train.log_every=50", "checkpoint.every=50", "train.seeds=2",
+            "train.eval_opponents=4096", "train.eval_values=256"]
+    r = cli("train", "auction_first_price", "-q", "--out", str(out), *[a for x in sets for a in ("--set", x)])
+    assert r.returncode == 0, r.stderr
+    (panel,) = json.loads((out / "strategy.json").read_text())["panels"]
+    kinds = [(x["kind"], x["seed"]) for x in panel["series"]]
+    assert kinds == [("learned", 0), ("learned", 1), ("theory", None)]
+    theory = panel["series"][-1]
+    assert max(abs(y - x / 2) for x, y in zip(theory["x"], theory["y"])) < 1e-6
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [len(row["per_seed"]["bne_rmse"]) for row in rows] == [2, 2]
+    assert cli("report", str(out), "-q").returncode == 0
+    figs = {p.name for p in (out / "report_figures").glob("*.png")}
+    assert {"strategy.png", "equilibrium.png", "training.png"} <= figs
+
+
+def test_the_progress_line_fits_80_columns_without_cutting_names():
+    """The live metrics take at most LIVE_WIDTH characters and are dropped whole, never cut; with the label, a
+    12-cell bar, the count (up to 10⁶/10⁶) and the time the line is at most 80 characters."""
+    from coasejax.train.commands import LIVE, LIVE_WIDTH, _fmt
+
+    row = {"bne_rmse": 0.000123456, "utility_loss_rel": -3.1e-05, "utility": 0.1648, "efficiency": 0.99999,
+           "train_efficiency": 0.5, "proposer_share": 0.357}
+    text = _fmt(row)
+    assert len(text) <= LIVE_WIDTH and text.startswith("bne=0.000123 loss=-3.1e-05")
+    assert all(item.split("=")[0] in LIVE.values() for item in text.split())
+    assert len("train") + 1 + 12 + 1 + len("1000000/1000000") + 1 + len("0:00:00") + 1 + LIVE_WIDTH <= 80
 
 
 def test_report_refuses_what_is_not_a_run(tmp_path):

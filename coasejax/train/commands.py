@@ -15,7 +15,7 @@ from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_at
 #: bar, count, time, metrics) fits an 80-column terminal, so the metrics are dropped from the right, never cut
 LIVE = {"bne_rmse": "bne", "utility_loss_rel": "loss", "utility": "u", "efficiency": "eff",
         "train_efficiency": "eff_train", "proposer_share": "share"}
-LIVE_WIDTH = 38
+LIVE_WIDTH = 36
 
 
 def _check_trainable(cfg) -> None:
