@@ -160,6 +160,20 @@ def test_a_random_opener_gives_each_side_its_own_rubinstein_share():
     assert float(env.rubinstein_split(p, emitter_first=False)) == pytest.approx(x_v, abs=1e-5)
 
 
+def test_the_share_error_counts_an_opener_that_never_agrees_at_once():
+    """`proposer_share_error` is each opener's distance from its Rubinstein share in first-offer agreements: about 0
+    under subgame-perfect play, and the full theory share (not 0) for an opener whose negotiations opened but never
+    agreed at the first offer (both sides demand 0.9 and accept only δ·0.9)."""
+    from coasejax.scenarios.coase_rounds import summarise_totals
+
+    _, p = _params("mechanism.first_mover=random", "env.cost_grid=[0.0]", "mechanism.horizon=400")
+    x_e, x_v = rubinstein_share(0.9, 0.8), rubinstein_share(0.8, 0.9)
+    for dem_e, dem_v, error in ((x_e, x_v, 0.0), (0.9, 0.9, max(x_e, x_v))):
+        _, totals, _ = _play(p, 2048, 12, _spe, dem_e, dem_v)
+        m = summarise_totals(p, jnp.asarray(np.stack([totals[k] for k in env.TOTALS])), jnp.ones((2, 1)))
+        assert float(m["proposer_share_error"]) == pytest.approx(error, abs=2e-4), (dem_e, m["proposer_share"])
+
+
 def test_deals_worth_their_costs_reach_the_analytic_curve():
     """Sides that take part iff the contract pays both their costs (`deal_threshold`) and agree at once get, bargain
     by bargain, what the closed form says: a deal iff the contract's discounted surplus covers both sides' cost κ,

@@ -162,6 +162,8 @@ class Round(NamedTuple):
     started: jax.Array  # bool: a negotiation opened this round
     agreed: jax.Array  # bool: an agreement was signed this round
     first_offer: jax.Array  # bool: ... at the first offer
+    opened_e: jax.Array  # bool: a negotiation opened this round with the emitter making the first offer
+    opened_v: jax.Array  # bool: ... with the victims making it
     first_offer_e: jax.Array  # bool: ... at the first offer, the emitter opening
     share_e: jax.Array  # the opening emitter's share of S in such an agreement (0 otherwise)
     first_offer_v: jax.Array  # bool: ... at the first offer, the victims opening
@@ -407,7 +409,8 @@ def step(key: jax.Array, state: State, params: Params, actions: jax.Array) -> tu
                 breach=state.breach, reputation=rep, provider=provider, util=util, t=state.t + 1)
     out = Round(reward=jnp.stack([r_e, r_v]), done=done, group=group, gain=gain,
                 gain_star=gain_star, status_quo=w_sq, activity=x, activity_star=x_star,
-                costs=2.0 * paid, transfer=transfer, started=first, agreed=agreed,
+                costs=2.0 * paid, transfer=transfer, started=first, agreed=agreed, opened_e=first & state.opener,
+                opened_v=first & ~state.opener,
                 first_offer=agreed & first, first_offer_e=agreed & first & state.opener,
                 share_e=jnp.where(agreed & first & state.opener, share_first, 0.0),
                 first_offer_v=agreed & first & ~state.opener,
@@ -420,7 +423,7 @@ def step(key: jax.Array, state: State, params: Params, actions: jax.Array) -> tu
 
 #: the per-group sums of :func:`round_totals`, in order
 TOTALS = ("gain", "gain_star", "status_quo", "activity", "activity_star", "costs", "transfer", "started", "agreed",
-          "first_offer", "first_offer_e", "share_e", "first_offer_v", "share_v", "contract", "breached", "sat_out",
+          "opened_e", "opened_v", "first_offer", "first_offer_e", "share_e", "first_offer_v", "share_v", "contract", "breached", "sat_out",
           "analytic_deal", "analytic_gain", "strategic_deal", "strategic_gain", "episode_value", "rounds")
 
 

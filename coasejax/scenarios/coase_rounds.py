@@ -89,9 +89,11 @@ def summarise_totals(p: env.Params, totals: jax.Array, per_prov: jax.Array) -> d
     safe = lambda a, b: a / jnp.maximum(b, 1e-12)  # noqa: E731
     zero_cost = (p.costs == 0.0)[None, :].repeat(p.regimes.shape[0], 0).reshape(-1)
 
-    def opener_share(side):  # the opener's mean share in first-offer agreements at zero cost (None: none)
+    def opener_share(side):  # the opener's mean share in first-offer agreements at zero cost (0: none), and whether
+        # any zero-cost negotiation opened with that side (then a side that never agrees at once has error = theory)
         n_ = jnp.sum(jnp.where(zero_cost, t[f"first_offer_{side}"], 0.0))
-        return safe(jnp.sum(jnp.where(zero_cost, t[f"share_{side}"], 0.0)), n_), n_ > 0
+        opened = jnp.sum(jnp.where(zero_cost, t[f"opened_{side}"], 0.0))
+        return safe(jnp.sum(jnp.where(zero_cost, t[f"share_{side}"], 0.0)), n_), opened > 0
 
     (share, any_e), (share_v, any_v) = opener_share("e"), opener_share("v")
     theory, theory_v = env.rubinstein_split(p, emitter_first=True), env.rubinstein_split(p, emitter_first=False)
