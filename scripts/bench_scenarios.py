@@ -65,7 +65,7 @@ def main() -> None:
         es_run, es_summary = trained("coase_es", ["train.iterations=200", "checkpoint.every=100"], root)
         ppo_run, ppo_summary = trained("coase_ppo", ["train.iterations=4", "train.log_every=2", "checkpoint.every=4",
                                                      "population.n_agents=4096", "train.minibatches=4"], root)
-        auc_run, auc_summary = trained("auction_first_price", ["train.iterations=20", "train.log_every=10",
+        auc_run, auc_summary = trained("auction_first_price_features", ["train.iterations=20", "train.log_every=10",
                                                                "checkpoint.every=20"], root)
         drift = ["population.drift=0.05"]
         row("coase (bench workload: nash, ring k=4)", "scripted truthful", None, drift)
@@ -74,8 +74,8 @@ def main() -> None:
         row("coase (lindahl, ring k=4)", "learned (generic MLP, ES)", "coase_es", [*drift, f"advocates.policy={es_run}"])
         row("coase (lindahl, ring k=4), 2 providers", "learned A vs truthful B, switching", "coase_es",
             [*drift, f"providers.policy=[{es_run}, truthful]", "providers.count=2", "providers.switching_rate=0.2"])
-        row("auction (first price, n=2)", "scripted equilibrium", "auction_first_price", ["advocates.strategy=equilibrium"])
-        row("auction (first price, n=2)", "learned (ES)", "auction_first_price", [f"advocates.policy={auc_run}"])
+        row("auction (first price, n=2)", "scripted equilibrium", "auction_first_price_features", ["advocates.strategy=equilibrium"])
+        row("auction (first price, n=2)", "learned (ES, feature head)", "auction_first_price_features", [f"advocates.policy={auc_run}"])
         row("coase_rounds (alternating offers)", "scripted truthful", "coase_ppo", ["train.minibatches=8"])
         row("coase_rounds (alternating offers)", "learned (PPO)", "coase_ppo",
             ["train.minibatches=8", f"advocates.policy={ppo_run}"])

@@ -8,7 +8,7 @@
 set -euo pipefail
 OUT=${OUT:-runs/bench_train}
 rm -rf "$OUT"; mkdir -p "$OUT"
-coasejax train auction_first_price -q --out "$OUT/throughput" --set train.iterations=60 --set train.batch=4096 \
+coasejax train auction_first_price_features -q --out "$OUT/throughput" --set train.iterations=60 --set train.batch=4096 \
   --set train.log_every=20 --set checkpoint.every=0 --set train.eval_values=256 --set train.eval_opponents=4096
 python - "$OUT/throughput/summary.json" <<'PY'
 import json, sys
@@ -17,7 +17,7 @@ print(f"throughput: {s['agents_per_iteration']:,} agent-steps per iteration, {s[
       f"iteration, {s['agent_steps_per_second']:,.0f} agent-steps/s ({s['backend']}, {s['devices']} device(s))")
 PY
 start=$(date +%s.%N)
-coasejax train auction_first_price -q --out "$OUT/to_rmse" --set checkpoint.every=50 --set train.eval_opponents=65536
+coasejax train auction_first_price_features -q --out "$OUT/to_rmse" --set checkpoint.every=50 --set train.eval_opponents=65536
 end=$(date +%s.%N)
 python - "$OUT/to_rmse" "$start" "$end" <<'PY'
 import json, sys

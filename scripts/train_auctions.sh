@@ -17,18 +17,18 @@ print(f"{sys.argv[2]:<30} bne_rmse={'n/a   ' if bne is None else f'{bne:.4f}'} u
       f"compile={s['compile_seconds']:.1f}s wall={wall}s")
 PY
 }
-run first_price_n2 auction_first_price
-run first_price_n5 auction_first_price --set env.n_bidders=5
+run first_price_n2 auction_first_price_features
+run first_price_n5 auction_first_price_features --set env.n_bidders=5
 run second_price_n3 auction_second_price
-run all_pay_n2 auction_all_pay
+run all_pay_n2 auction_all_pay_features
 run double_k0.5 auction_double
-run first_price_n10_power0.5_r0.1 auction_first_price --set env.n_bidders=10 --set env.value_dist=power:0.5 --set env.reserve_price=0.1
-run all_pay_n3_power2_r0.1 auction_all_pay --set env.n_bidders=3 --set env.value_dist=power:2 --set env.reserve_price=0.1
+run first_price_n10_power0.5_r0.1 auction_first_price_features --set env.n_bidders=10 --set env.value_dist=power:0.5 --set env.reserve_price=0.1
+run all_pay_n3_power2_r0.1 auction_all_pay_features --set env.n_bidders=3 --set env.value_dist=power:2 --set env.reserve_price=0.1
 run second_price_n5_power2.5_r0.2 auction_second_price --set env.n_bidders=5 --set env.value_dist=power:2.5 --set env.reserve_price=0.2
 # all-pay across the ranges: the far corner (m = a(n − 1) = 36), and n = 2 learned from a start that is not its equilibrium
-run all_pay_n10_power4_r0.2 auction_all_pay --set env.n_bidders=10 --set env.value_dist=power:4 --set env.reserve_price=0.2
-run all_pay_n2_from_0.25 auction_all_pay --set policy.init_scale=0.25
+run all_pay_n10_power4_r0.2 auction_all_pay_features --set env.n_bidders=10 --set env.value_dist=power:4 --set env.reserve_price=0.2
+run all_pay_n2_from_0.25 auction_all_pay_features --set policy.init_scale=0.25
 # first price across the ranges: the steepest distribution at n = 10 (the equilibrium bids 36/37 of the value), and
 # large reserves (the bid jumps to the reserve at the participation threshold)
-run first_price_n10_power4_r0.2 auction_first_price --set env.n_bidders=10 --set env.value_dist=power:4 --set env.reserve_price=0.2
-run first_price_n2_power0.5_r0.45 auction_first_price --set env.value_dist=power:0.5 --set env.reserve_price=0.45
+run first_price_n10_power4_r0.2 auction_first_price_features --set env.n_bidders=10 --set env.value_dist=power:4 --set env.reserve_price=0.2
+run first_price_n2_power0.5_r0.45 auction_first_price_features --set env.value_dist=power:0.5 --set env.reserve_price=0.45
