@@ -1,6 +1,5 @@
-"""The auction scenario, its equilibrium library and learned bidding against auction theory (Krishna 2010)."""
-
-from pathlib import Path
+"""The auction scenario and its equilibrium library against auction theory (Krishna 2010); learned bidding:
+tests/test_auction_learning.py."""
 
 import jax
 import jax.numpy as jnp
