@@ -93,12 +93,14 @@ def es_step(game: Game, tc, state: TrainState) -> tuple[TrainState, StepMetrics]
     return new, StepMetrics(utility, jnp.sqrt(jnp.sum(grads**2)))
 
 
-def make_chunk(game: Game, tc, length: int):
+def make_chunk(game: Game, tc, length: int, step=None):
     """A jitted ``states → (states, StepMetrics[S, length, ...])`` running ``length`` iterations of every seed
-    (leading seed axis S on the states) with ``lax.scan``."""
+    (leading seed axis S on the states) with ``lax.scan``; each iteration is ``step(game, tc, state)``
+    (:func:`es_step` by default, :func:`coasejax.train.gradient.gradient_step` for gradient training)."""
+    step = step or es_step
 
     def one_seed(state):
-        return jax.lax.scan(lambda s, _: es_step(game, tc, s), state, None, length=length)
+        return jax.lax.scan(lambda s, _: step(game, tc, s), state, None, length=length)
 
     return jax.jit(jax.vmap(one_seed), donate_argnums=0)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
-from jax.flatten_util import ravel_pytree
 
 from coasejax.policies import take
 from coasejax.train import es
@@ -53,18 +52,8 @@ def gradient_step(game: Game, tc, state: es.TrainState) -> tuple[es.TrainState, 
     grads, utility = jax.vmap(provider_grad)(jnp.arange(n_prov), jax.random.split(key, n_prov))
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    flat = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
     return es.TrainState(params, opt_state, state.key, state.step + 1), es.StepMetrics(utility,
-                                                                                       jnp.sqrt(jnp.sum(flat**2)))
-
-
-def make_chunk(game: Game, tc, length: int):
-    """A jitted ``states → (states, StepMetrics[S, length, ...])`` running ``length`` iterations of every seed."""
-
-    def one_seed(state):
-        return jax.lax.scan(lambda s, _: gradient_step(game, tc, s), state, None, length=length)
-
-    return jax.jit(jax.vmap(one_seed), donate_argnums=0)
+                                                                                       optax.global_norm(grads))
 
 
 class Gradient(es.ES):
@@ -78,4 +67,4 @@ class Gradient(es.ES):
         self.agents_per_iteration = game.n_providers * (tc.batch + game.opponent_draws)
 
     def make_chunk(self, length: int):
-        return make_chunk(self.game, self.tc, length)
+        return es.make_chunk(self.game, self.tc, length, step=gradient_step)
