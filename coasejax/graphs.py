@@ -16,7 +16,8 @@ Per-slot arrays are slot-major, ``[k, N]``: each slot is a contiguous row, and s
 
 Graphs:
     ring         offsets +1, -1, +2, -2, ... (a ring lattice; Watts & Strogatz 1998 before rewiring)
-    torus        2-D torus of R x L cells, von Neumann (k = 4) or Moore (k = 8) neighbourhood
+    torus        2-D torus of R x L cells, von Neumann (k = 4) or Moore (k = 8) neighbourhood; N must factor as R x L
+                 with 3 <= R <= L (else an agent would be its own or a repeated neighbour)
     random       random k-regular circulant: k distinct random offsets drawn from the seed
     small_world  ring lattice with each edge rewired with probability p, keeping every slot a permutation (so in- and
                  out-degree stay exactly k): the targets vacated by rewired edges are cycled among them at random.
@@ -24,12 +25,13 @@ Graphs:
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+
+from coasejax.config import graph_problem, torus_shape  # noqa: F401  (torus_shape: the grid, re-exported here)
 
 
 @struct.dataclass
@@ -103,21 +105,17 @@ def _ring_offsets(k: int) -> list[int]:
     return out
 
 
-def torus_shape(n: int) -> tuple[int, int]:
-    """R x L with R the largest divisor of N not above sqrt(N)."""
-    r = int(math.isqrt(n))
-    while n % r:
-        r -= 1
-    return r, n // r
-
-
 def make_graph(kind: str, n: int, k: int, seed: int, rewire: float = 0.1) -> Graph:
-    """Build a graph. Randomness (offsets, rewiring) comes from ``seed`` only, so the graph is reproducible."""
+    """Build a graph. Randomness (offsets, rewiring) comes from ``seed`` only, so the graph is reproducible.
+
+    Raises ``ValueError`` (the message of :func:`coasejax.config.graph_problem`) when N agents cannot each have k
+    distinct out-neighbours in this kind of graph: the config refuses those sizes, and so does this."""
+    problem = graph_problem(kind, n, k) if kind in ("ring", "torus", "random", "small_world") else None
+    if problem is not None:
+        raise ValueError(problem)
     if kind == "ring":
         return Graph(kind, n, k, shifts=tuple(_ring_offsets(k)))
     if kind == "torus":
-        if k not in (4, 8):
-            raise ValueError("torus graphs have degree 4 or 8")
         vn = [(0, 1), (0, -1), (1, 0), (-1, 0)]
         moore = vn + [(1, 1), (1, -1), (-1, 1), (-1, -1)]
         return Graph(kind, n, k, shifts=tuple(vn if k == 4 else moore), grid=torus_shape(n))

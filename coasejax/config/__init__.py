@@ -10,15 +10,22 @@ Every key is documented in ``docs/config.md``.
 from __future__ import annotations
 
 import math
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+
+from coasejax.config.training import StrictModel
 
 
 class ConfigError(ValueError):
     """A bad config file, key or value. The message is one line, fit to print to the user as is."""
+
+
+class RepeatedKeyError(ConfigError):
+    """A YAML mapping that gives one key twice (PyYAML alone would keep the last value silently)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -28,14 +35,14 @@ class ConfigError(ValueError):
 DIST_SYNTAX = "constant:V | uniform:LO:HI | lognormal:MU:SIGMA"
 
 
-class Distribution(BaseModel):
+class Distribution(StrictModel):
     """A distribution of one agent type, written ``constant:V``, ``uniform:LO:HI`` or ``lognormal:MU:SIGMA``.
 
     ``lognormal:MU:SIGMA`` is ``exp(N(MU, SIGMA²))``. In YAML either the string form or a mapping
     ``{kind: uniform, low: 1, high: 3}`` is accepted.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["constant", "uniform", "lognormal"]
     value: float = 0.0
@@ -92,8 +99,45 @@ class Distribution(BaseModel):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(StrictModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def torus_shape(n: int) -> tuple[int, int]:
+    """R x L with R the largest divisor of N not above sqrt(N)."""
+    r = int(math.isqrt(n))
+    while n % r:
+        r -= 1
+    return r, n // r
+
+
+#: the least side of a torus grid: with 3 rows and columns an agent's ±1 neighbours are distinct agents, not itself
+TORUS_MIN_SIDE = 3
+
+
+def graph_problem(kind: str, n: int, k: int) -> str | None:
+    """Why a graph of this kind cannot hold N agents with k distinct out-neighbours each (None: it can)."""
+    if k >= n:
+        return (f"population.degree: must be smaller than population.n_agents (each agent harms k distinct other "
+                f"agents), got degree {k} with {n} agents")
+    if kind == "torus":
+        if k not in (4, 8):
+            return "population.degree: torus graphs allow degree 4 (von Neumann) or 8 (Moore)"
+        r, l = torus_shape(n)
+        if r < TORUS_MIN_SIDE:
+            near = [m for m in _torus_sizes_near(n)]
+            return (f"population.n_agents: a torus needs N = R × L with {TORUS_MIN_SIDE} ≤ R ≤ L (else an agent "
+                    f"is its own or a repeated neighbour); N = {n} factors at best as {r} × {l} (nearest sizes "
+                    f"that do: {', '.join(str(m) for m in near)}; or use another population.graph)")
+    return None
+
+
+def _torus_sizes_near(n: int) -> list[int]:
+    """The nearest agent counts below and above N that a torus can hold."""
+    ok = lambda m: m >= TORUS_MIN_SIDE ** 2 and torus_shape(m)[0] >= TORUS_MIN_SIDE  # noqa: E731
+    below = next((m for m in range(n - 1, TORUS_MIN_SIDE ** 2 - 1, -1) if ok(m)), None)
+    above = next(m for m in range(max(n + 1, TORUS_MIN_SIDE ** 2), n + 10_000) if ok(m))
+    return [m for m in (below, above) if m is not None and m <= 2**31 - 1]
 
 
 class PopulationConfig(_Section):
@@ -110,10 +154,9 @@ class PopulationConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "PopulationConfig":
-        if self.graph == "torus" and self.degree not in (4, 8):
-            raise ValueError("population.degree: torus graphs allow degree 4 (von Neumann) or 8 (Moore)")
-        if self.graph in ("ring", "random", "small_world") and self.degree >= self.n_agents:
-            raise ValueError("population.degree: must be smaller than population.n_agents")
+        problem = graph_problem(self.graph, self.n_agents, self.degree)
+        if problem is not None:
+            raise ValueError(problem)
         for name in ("harm", "wealth"):
             if getattr(self, name).minimum() < 0:
                 raise ValueError(f"population.{name}: must not produce negative values")
@@ -381,17 +424,92 @@ def resolve_config_path(name_or_path: str) -> Path:
     raise ConfigError(f"config {name_or_path!r}: no such file or preset (presets: {', '.join(preset_names())})")
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _repeated_key(node: yaml.Node, path: str = "", seen: set | None = None) -> str | None:
+    """The first key repeated within one mapping of a composed YAML document, as ``dotted.path (lines A and B)``.
+
+    YAML requires the keys of a mapping to be unique; PyYAML silently keeps the last, so a section written twice
+    would lose the first one's settings. Keys brought in by a merge (``<<: *anchor``) may be overridden: only the
+    keys written in the mapping itself count."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias of a node already checked (anchors may be shared or recursive)
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                continue
+            if isinstance(key_node, yaml.ScalarNode):
+                name = (key_node.tag, key_node.value)
+                where = f"{path}.{key_node.value}" if path else key_node.value
+                if name in first:
+                    a, b = first[name] + 1, key_node.start_mark.line + 1
+                    return f"{where} ({f'lines {a} and {b}' if a != b else f'twice on line {a}'})"
+                first[name] = key_node.start_mark.line
+            else:
+                where = path
+            found = _repeated_key(value_node, where, seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _repeated_key(item, f"{path}[{i}]", seen)
+            if found:
+                return found
+    return None
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse one YAML document with the safe loader, refusing a repeated key; ``where`` names the source in errors.
+
+    Raises :class:`ConfigError` (one line) on malformed YAML, an unsupported tag, a repeated key, nesting too deep or
+    a number too long to read."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        repeated = _repeated_key(node)
+        if repeated:
+            raise RepeatedKeyError(f"{where}: key {repeated} is given twice; a YAML key may appear once per mapping "
+                              f"(merge the two)")
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None)
+        raise ConfigError(f"{where}: malformed YAML{at}" + (f" ({problem})" if problem else "")) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{where}: unreadable YAML value ({_short(str(e))})") from None
+    finally:
+        loader.dispose()
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"config file {path}: cannot read ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path}: malformed YAML{where}") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}); a config "
+                          f"is a YAML text file") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {path}: contains NUL bytes (a binary file?); a config is a YAML text file")
+    data = parse_yaml(text, f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -409,9 +527,11 @@ def apply_override(data: dict, assignment: str) -> None:
     if not key or any(not p for p in parts):
         raise ConfigError(f"--set {assignment!r}: malformed key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = parse_yaml(raw, f"--set {key}") if raw.strip() else None
+    except RepeatedKeyError:
+        raise
+    except ConfigError:
+        value = raw  # not YAML: the text itself (a string field takes it, any other says what it expected)
     node = data
     for i, p in enumerate(parts[:-1]):
         child = node.get(p)
@@ -432,12 +552,22 @@ def _format_error(err: ValidationError) -> str:
     if e["type"] == "extra_forbidden":
         return f"{loc}: unknown key"
     if e["type"] in ("literal_error",):
-        return f"{loc}: {msg}, got {e.get('input')!r}"
+        return f"{loc}: {msg}, got {_repr(e.get('input'))}"
     if e["type"] == "value_error" and msg.split(":", 1)[0].count(".") and " " not in msg.split(":", 1)[0]:
         return msg  # a cross-field check that already names its key
     got = e.get("input")
-    tail = f" (got {got!r})" if got is not None and not isinstance(got, dict) and e["type"] != "value_error" else ""
-    return f"{loc}: {msg}{tail}" if loc else f"{msg}{tail}"
+    tail = (f" (got {_repr(got)})" if got is not None and not isinstance(got, dict) and e["type"] != "value_error"
+            else "")
+    return _short(f"{loc}: {msg}{tail}" if loc else f"{msg}{tail}", 400)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 80, 80
+
+
+def _repr(v: Any) -> str:
+    """A bounded repr: a value from YAML may be huge, or an alias expanded a billion times."""
+    return _REPR.repr(v)
 
 
 def validate(data: dict, source: str = "config") -> Config:

@@ -6,15 +6,46 @@ optimiser and the evaluation of the learned play) and ``checkpoint`` (Orbax). Ev
 from __future__ import annotations
 
 import math
+import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 VALUE_DIST_SYNTAX = "uniform | power:A with A in [0.5, 4]"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def _leaf_types(annotation) -> set:
+    """The types an annotation is built of (``float | list[int] | None`` -> {float, int, NoneType})."""
+    args = typing.get_args(annotation)
+    if not args:
+        return {annotation}
+    return set().union(*(_leaf_types(a) for a in args))
+
+
+def _holds_bool(v) -> bool:
+    return isinstance(v, bool) or (isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v))
+
+
+class StrictModel(BaseModel):
+    """Numbers are numbers: a boolean is refused where an int or a float is expected (pydantic would read ``true`` as
+    1), and nan and ±inf are refused in every float field (``allow_inf_nan=False``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info: ValidationInfo):
+        leaves = _leaf_types(cls.model_fields[info.field_name].annotation)
+        if _holds_bool(v) and (int in leaves or float in leaves) and bool not in leaves:
+            kind = "an integer" if float not in leaves else "a number"
+            raise ValueError(f"expected {kind}, not a boolean (got {v!r})")
+        if leaves <= {bool, type(None)} and not isinstance(v, bool) and v is not None:
+            raise ValueError(f"expected true or false (got {v!r})")
+        return v
+
+
+class _Section(StrictModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class EnvSection(_Section):
