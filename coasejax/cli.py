@@ -1,12 +1,17 @@
 """``coasejax`` command line: ``simulate``, ``bench``, ``train``, ``eval``, ``compare`` and ``report``.
 
 Bad input (a missing or malformed config, an unknown key, a value out of range) prints one line naming the key or
-file and what is allowed, and exits with code 2, without a traceback.
+file and what is allowed, and exits with code 2, without a traceback. An environment fault (a full or read-only disk,
+memory that ran out) prints one line and exits with code 3. Every failure goes through one printer
+(:func:`coasejax.cliutil.print_error`); :func:`main` turns the exceptions that reach it into those lines.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,7 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from coasejax import scenarios  # noqa: F401  (registers every scenario's env section before configs load)
-from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
+from coasejax.cliutil import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EnvironmentFault, SetOption,
+                              check_memory, check_out_path, console, fail, os_fault, prepare_out_dir, print_error,
+                              write_atomic)
 from coasejax.config import ConfigError, dump_config, load_config
 from coasejax.train import commands as train_commands
 
@@ -71,9 +78,12 @@ def simulate(
                         "(repeatable: the Cartesian product).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory [default: runs/NAME].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Validate the config, the sweep and the memory estimate, print the resolved config, and "
+                          "exit without running or writing anything.")] = False,
 ) -> None:
     """Simulate scripted advocates bargaining over externalities; writes summary.json and config.yaml
-    (with --sweep or a sweep: block: sweep.json, sweep.csv and sweep.png)."""
+    (with --sweep or a sweep: block: sweep.json, sweep.csv and sweep.png), only once the run has succeeded."""
     from coasejax import sweep as sweeps
 
     try:
@@ -84,10 +94,19 @@ def simulate(
         if cfg.sweep:
             for s in sweeps.settings(cfg):
                 sweeps.setting_config(cfg, s)  # every setting validates before anything runs
+        check_memory(cfg)
     except ConfigError as e:
         fail(str(e))
-    out = prepare_out_dir(out or Path("runs") / Path(config).stem)
-    write_atomic(out / "config.yaml", dump_config(cfg))
+    except (ValueError, RecursionError) as e:  # a value the sweep parser could not read
+        fail(f"--sweep: unreadable value ({type(e).__name__}: {e})")
+    out = check_out_path(out or Path("runs") / Path(config).stem)
+    check_not_foreign_run(out)
+    if dry_run:
+        print(dump_config(cfg), end="")
+        if not quiet:
+            console.print(f"config OK: {run_label(cfg)} (nothing run or written)", highlight=False)
+        return
+    out = prepare_out_dir(out)
     if cfg.sweep:
         return _simulate_sweep(cfg, out, quiet)
 
@@ -102,10 +121,73 @@ def simulate(
         task = progress.add_task("rounds", total=cfg.sim.rounds)
         summary = run(sim, on_chunk=lambda n: progress.advance(task, n))
     summary["config"] = config
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    commit_outputs(out, {"config.yaml": dump_config(cfg), "summary.json": strict_json(summary, "summary.json")},
+                   marker="summary.json")
     if not quiet:
         console.print(summary_table(summary, f"summary ({summary['devices']} device(s), {summary['backend']})"))
         console.print(f"wrote {out / 'summary.json'} and {out / 'config.yaml'}", highlight=False)
+
+
+#: every file ``simulate`` (and ``report`` on its run) writes into a run directory
+SIMULATE_OUTPUTS = ("summary.json", "sweep.json", "config.yaml", "sweep.csv", "sweep.png", "report.html",
+                    "report_figures")
+#: files of a training run: ``simulate`` refuses to write beside them rather than mix two runs (or delete work)
+TRAINING_OUTPUTS = ("checkpoints", "metrics.jsonl", "strategy.json", "eval.json")
+
+
+def check_not_foreign_run(out: Path) -> None:
+    """Exit 2 if ``out`` holds a training run: simulate's files beside it would come from two runs."""
+    found = [name for name in TRAINING_OUTPUTS if (out / name).exists()]
+    if found:
+        fail(f"--out {out}: holds a training run ({', '.join(found)}); simulate writes its own run directory, "
+             f"choose another --out")
+
+
+def commit_outputs(out: Path, files: dict, marker: str) -> None:
+    """Replace the run directory's outputs with this run's, so that it never holds files of two runs.
+
+    ``files`` maps a name to its text (written atomically) or to a function that writes it atomically. The markers of
+    a complete run (summary.json, sweep.json) are removed first, then every output of an earlier run that this one
+    does not write (a stale sweep or report), then this run's files are written with ``marker`` last: a kill at any
+    point leaves the previous run whole, or this run's files without its marker, never a mix."""
+    for name in ("summary.json", "sweep.json"):
+        (out / name).unlink(missing_ok=True)
+    for name in SIMULATE_OUTPUTS:
+        path = out / name
+        if name in files or not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for name in [n for n in files if n != marker] + [marker]:
+        content = files[name]
+        if callable(content):
+            content(out / name)
+        else:
+            write_atomic(out / name, content)
+
+
+def _non_finite(obj, path: str = ""):
+    """``(dotted.key, value)`` of the first non-finite float in a JSON-like tree, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path or "(top level)", obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}" if path and isinstance(k, str) else f"{path}[{k}]" if path else str(k))
+        if found:
+            return found
+    return None
+
+
+def strict_json(obj, name: str) -> str:
+    """``obj`` as JSON that a strict parser accepts; a NaN or infinity is refused (exit 2), naming the key, and the
+    file is not written."""
+    found = _non_finite(obj)
+    if found:
+        raise ConfigError(f"{name}: {found[0]} is {found[1]}, not a finite number; the run's numbers cannot be "
+                          f"trusted, so nothing was written (use smaller magnitudes or costs)")
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
 def run_label(cfg) -> str:
@@ -148,15 +230,16 @@ def _simulate_sweep(cfg, out: Path, quiet: bool) -> None:
         task = progress.add_task("rounds", total=cfg.sim.rounds)
         rows = run_sweep(sim, on_chunk=lambda n: progress.advance(task, n))
     table_rows = [{**r["setting"], **{c: r.get(c) for c in SWEEP_COLUMNS}} for r in rows]
+    result = {"keys": keys, "compile_seconds": sim.compile_seconds, "seconds": rows[0]["seconds"],
+              "settings": len(rows), "rows": [{k: v for k, v in r.items() if k != "per_round"} for r in rows]}
+    result_json = strict_json(result, "sweep.json")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[*keys, *SWEEP_COLUMNS])
     writer.writeheader()
     writer.writerows(table_rows)
-    write_atomic(out / "sweep.csv", buf.getvalue())
-    result = {"keys": keys, "compile_seconds": sim.compile_seconds, "seconds": rows[0]["seconds"],
-              "settings": len(rows), "rows": [{k: v for k, v in r.items() if k != "per_round"} for r in rows]}
-    write_atomic(out / "sweep.json", json.dumps(result, indent=2) + "\n")
-    sweep_figure(rows, keys, out / "sweep.png")
+    commit_outputs(out, {"config.yaml": dump_config(cfg), "sweep.csv": buf.getvalue(),
+                         "sweep.png": lambda path: sweep_figure(rows, keys, path), "sweep.json": result_json},
+                   marker="sweep.json")
     if not quiet:
         table = Table(title=f"sweep ({len(rows)} settings in {rows[0]['seconds']:.2f} s, one compiled call)",
                       title_justify="left")
@@ -186,14 +269,16 @@ def bench(
     """
     try:
         ns = [int(float(s)) for s in sizes.split(",") if s.strip()]
-    except ValueError:
+    except (ValueError, OverflowError):
         fail(f"--sizes {sizes!r}: expected comma-separated numbers, e.g. 1e4,1e5,1e6")
     if not ns or min(ns) < 16:
         fail(f"--sizes {sizes!r}: need at least one size, each at least 16")
     try:
         base = load_config(None, ["population.drift=0.05", *(set_ or [])])
+        for n in ns:  # each size validates (graph shape, limits) and fits in memory before any runs
+            check_memory(load_config(None, ["population.drift=0.05", *(set_ or []), f"population.n_agents={n}"]))
     except ConfigError as e:
-        fail(str(e))
+        fail(f"--sizes: {e}")
     from coasejax.bench import run_bench
 
     result = run_bench(base, ns, rounds, repeats, reference_n, log=lambda m: console.print(m, highlight=False))
@@ -211,7 +296,10 @@ def bench(
         console.print(f"plain-Python reference: {ref['agent_steps_per_second']:,.0f} agent-steps/s at "
                       f"N={ref['n_agents']:,}; engine/reference = {result['speedup_vs_reference']:,.0f}×")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_fault(e, str(out.parent)) from None
         write_atomic(out, json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {out}", highlight=False)
     print(json.dumps({k: v for k, v in result.items() if k != "sizes"} | {"sizes": result["sizes"]}))
@@ -233,7 +321,7 @@ def report(
         page = write_report(run_dir)
     except FileNotFoundError as e:
         fail(str(e))
-    except (KeyError, ValueError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as e:
         fail(f"RUN_DIR {run_dir}: its files are not in the format coasejax writes ({type(e).__name__}: {e})")
     if quiet:
         print(page)
@@ -246,12 +334,39 @@ app.command("eval")(train_commands.evaluate)
 app.command("compare")(train_commands.compare)
 
 
+def _device_out_of_memory(e: BaseException) -> bool:
+    return type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e)
+
+
 def main() -> None:
+    """The ``coasejax`` command. Whatever a command raises ends as one line on stderr and an exit code: 2 for bad
+    input (:class:`ConfigError`, e.g. raised while building from a config that validated), 3 for an environment
+    fault (a full or read-only disk, memory), 1 for an internal error (a bug: ``COASEJAX_TRACEBACK=1`` re-raises it
+    with its traceback)."""
     try:
         app()
-    except ConfigError as e:  # e.g. raised while building from a config that validated
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    except ConfigError as e:
+        print_error(e)
+        sys.exit(EXIT_BAD_INPUT)
+    except EnvironmentFault as e:
+        print_error(e)
+        sys.exit(EXIT_ENVIRONMENT)
+    except OSError as e:
+        print_error(os_fault(e))
+        sys.exit(EXIT_ENVIRONMENT)
+    except MemoryError:
+        print_error("out of host memory; lower population.n_agents or sim.envs")
+        sys.exit(EXIT_ENVIRONMENT)
+    except Exception as e:  # noqa: BLE001  (the last line of defence: one line, never a traceback)
+        if _device_out_of_memory(e):
+            print_error(f"out of device memory ({str(e).splitlines()[0][:200]}); lower population.n_agents or "
+                        f"sim.envs")
+            sys.exit(EXIT_ENVIRONMENT)
+        if os.environ.get("COASEJAX_TRACEBACK"):
+            raise
+        print_error(f"internal error, a bug in coasejax (COASEJAX_TRACEBACK=1 shows where): "
+                    f"{type(e).__name__}: {str(e)[:300]}")
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,29 @@
-"""Figures (matplotlib, headless): written as PNG next to the numbers they show."""
+"""Figures (matplotlib, headless): written as PNG next to the numbers they show, each through a temporary file and
+a rename (:func:`save_figure`), so a figure on disk is always whole."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from coasejax.cliutil import os_fault, temp_path
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """``fig.savefig`` to a temporary file beside ``path``, then an atomic rename onto it. An OS error (a full or
+    read-only disk) raises :class:`coasejax.cliutil.EnvironmentFault`; the temporary file is removed."""
+    path = Path(path)
+    tmp = None
+    try:
+        tmp = temp_path(path)
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise os_fault(e, str(path)) from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 SWEEP_PANELS = (("efficiency", "efficiency"), ("deal_rate", "deal rate"), ("mean_activity", "mean activity"),
                 ("tax_revenue", "tax revenue"))
@@ -35,7 +56,7 @@ def sweep_figure(rows: list[dict], keys: list[str], path: Path) -> None:
         ax.grid(alpha=0.3)
     if others:
         axes[0].legend(fontsize=7)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -74,7 +95,7 @@ def cost_curve_figure(curve: dict, path: Path) -> None:
             ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -98,5 +119,5 @@ def provider_shares_figure(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)

@@ -35,6 +35,7 @@ import math
 from pathlib import Path
 
 from coasejax.cliutil import write_atomic
+from coasejax.plots import save_figure
 
 COST_KEYS = ("state.transaction_costs.per_party", "state.transaction_costs.per_round",
              "state.transaction_costs.per_deal", "state.tc_floor")
@@ -46,6 +47,14 @@ HEADLINE = ("efficiency", "welfare_ratio", "deal_rate", "participation_rate", "f
 ABOUT = ("scenario", "mechanism", "format", "rights", "strategy", "advocates", "game", "algo")
 
 
+class ReportError(ValueError):
+    """A run file the report cannot read (not text, not JSON, not a file); the message names it, on one line."""
+
+
+#: at most this many strategy panels are drawn (one figure, one panel each)
+MAX_STRATEGY_PANELS = 12
+
+
 class RunData:
     """Everything a run directory holds that the report can use (missing files: None)."""
 
@@ -55,19 +64,60 @@ class RunData:
         self.sweep = _dict(_json(run / "sweep.json"))
         self.tc_curves = _dict(_json(run / "tc_curves.json"))
         strategy = _dict(_json(run / "strategy.json")) or {}
-        self.strategy = [p for p in strategy.get("panels", []) if isinstance(p, dict)]
-        lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
-        self.metrics = [row for row in (json.loads(x) for x in lines if x.strip()) if isinstance(row, dict)]
+        panels = strategy.get("panels")
+        self.strategy = [p for p in panels if isinstance(p, dict)][:MAX_STRATEGY_PANELS] if isinstance(
+            panels, list) else []
+        self.metrics = _jsonl(run / "metrics.jsonl")
         if self.summary is None and self.sweep is None and self.tc_curves is None and not self.metrics:
             raise FileNotFoundError(f"{run}: no summary.json, sweep.json, metrics.jsonl or tc_curves.json — not a "
                                     f"coasejax run directory")
 
     def summary_label(self) -> str:
-        return (self.summary or {}).get("mechanism", "run")
+        return str((self.summary or {}).get("mechanism", "run"))
+
+
+def _text(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise ReportError(f"{path}: not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{path}: not UTF-8 text (byte {e.start}); coasejax writes JSON text") from None
 
 
 def _json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+    text = _text(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise ReportError(f"{path}: JSON nested too deeply") from None
+
+
+def _jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file; a torn last line (a run killed mid-write) is left out."""
+    text = _text(path)
+    if text is None:
+        return []
+    lines = text.splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                break  # torn by a kill: the rows before it are whole
+            raise ReportError(f"{path}: line {i + 1} is not JSON") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def _dict(v):
@@ -345,8 +395,10 @@ FIGURES = (("strategy", fig_strategy, lambda d: len(d.strategy)), ("equilibrium"
            ("rounds", fig_rounds, 2), ("training", fig_training, 2), ("tc_curve", fig_tc, 2),
            ("coalitions", fig_coalition_sizes, 2), ("free_riding", fig_free_riding, 2), ("lorenz", fig_lorenz, 1),
            ("layers", fig_layers, 1), ("providers", fig_providers, 1), ("groups", fig_groups, 1))
-#: what a figure function may raise on a summary of another shape (the figure is then left out, with the reason)
-SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError)
+#: what a figure function (or matplotlib drawing its data) may raise on a summary of another shape (the figure is then
+#: left out, with the reason)
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError, RecursionError,
+                RuntimeError)
 
 
 def write_report(run: Path) -> Path:
@@ -369,16 +421,14 @@ def write_report(run: Path) -> Path:
         axes = axes[0] if panels > 1 or draw is fig_strategy else axes[0, 0]
         try:
             caption = draw(d, axes)
+            if caption is not None:
+                save_figure(fig, fig_dir / f"{name}.png", dpi=100)  # drawing happens here: it may fail on the data
         except SHAPE_ERRORS as e:  # the data is there in a shape this figure does not read: leave it out
             caption = None
             name = f"{name} (unreadable data: {type(e).__name__})"
         if caption is None:
             missing.append(name)
         else:
-            path = fig_dir / f"{name}.png"
-            tmp = path.with_suffix(".tmp.png")
-            fig.savefig(tmp, dpi=100)
-            tmp.replace(path)
             made.append((name, caption))
         plt.close(fig)
     page = run / "report.html"
@@ -407,7 +457,7 @@ def _html(d: RunData, made: list, missing: list) -> str:
     rows = "".join(f"<tr><th>{k}</th><td>{_fmt(s[k])}</td></tr>" for k in HEADLINE if s.get(k) is not None)
     others = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in s.items()
                      if k not in HEADLINE and k not in ABOUT and k != "config" and _scalar(v) and v is not None)
-    if d.tc_curves:
+    if d.tc_curves and isinstance(d.tc_curves.get("curves"), list):
         rows += f"<tr><th>curves</th><td>{len(d.tc_curves['curves'])} mechanism × rights lines</td></tr>"
     about = ", ".join(f"{k}: {_fmt(s[k])}" for k in ABOUT if s.get(k) is not None)
     figs = "".join(f'<figure><img src="report_figures/{n}.png" alt="{n}" class="fig"><figcaption>'
