@@ -5,19 +5,34 @@ and the step, and for PPO the environment and the opponent pool, all with a lead
 resolved config as JSON) and ``meta`` (:func:`metadata`: what ``coasejax compare`` needs to seat the policy —
 scenario, observation and action layouts, config hash, package version). Orbax writes each checkpoint to a
 temporary folder and renames it when complete, so a run killed mid-write leaves the previous checkpoints intact.
+Once it is in place, :func:`save` adds ``OUT/checkpoints/<step>/coasejax_manifest.json`` (written atomically): the
+size and SHA-256 of every file of the checkpoint. :func:`verify` checks a checkpoint against it before Orbax reads a
+byte, so a corrupt or truncated checkpoint is refused with one line naming the file (a checkpoint without a manifest,
+written before manifests existed or killed between the rename and the manifest, is read unverified).
 Retention: the latest ``checkpoint.keep`` checkpoints plus the one with the best ``checkpoint.best_metric``.
 
-Resuming needs the saved config to match the current one on every key that shapes the computation
-(:func:`incompatible_keys`): a mismatch is a one-line :class:`CheckpointError` naming the differing keys, raised
-before JAX ever sees the saved arrays.
+Resuming (:func:`resume_point`) takes the newest intact checkpoint: corrupt or unreadable newer ones are skipped (the
+caller warns, saying which step it resumes from). It needs the saved scenario, algorithm, layouts and package
+version (:func:`meta_differences`) and the saved config on every key that shapes the computation
+(:func:`incompatible_keys`) to match the current ones: a mismatch is a one-line :class:`CheckpointError` naming what
+differs, raised before JAX ever sees the saved arrays.
+
+When Orbax fails to read a checkpoint, reads it had in flight finish on TensorStore's threads after its event loop is
+closed, and each prints a traceback through ``sys.unraisablehook`` (``Event loop is closed``, ``Encountered error
+while reading array index``). :func:`manager` installs a filter that drops exactly those (every other unraisable
+exception still reaches the previous hook), so a refused checkpoint prints its one line and nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +46,45 @@ RESUMABLE_KEYS = ("train.eval_values", "train.eval_opponents", "train.eval_grid"
                   "train.bne_min_value", "checkpoint.every", "checkpoint.keep", "checkpoint.best_metric")
 
 
+#: the file :func:`save` adds to every checkpoint folder: ``{"files": {relative path: [size, sha256]}}``
+MANIFEST = "coasejax_manifest.json"
+#: the metadata fields that must match for a run to resume from a checkpoint, with the words that name them
+RESUME_META = (("scenario", "scenario"), ("algo", "training algorithm"), ("observation", "observation layout"),
+               ("actions", "action layout"), ("auction", "auction"), ("version", "package version"))
+
+
 class CheckpointError(ValueError):
     """A missing, unreadable or incompatible checkpoint. The message is one line."""
+
+
+class StorageError(OSError):
+    """A checkpoint that cannot be written (a full or read-only disk, no permission): an environment fault, not bad
+    input. ``str()`` is one line."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def _orbax_noise(unraisable) -> bool:
+    """Whether an unraisable exception is the echo of a failed Orbax read (see the module docstring)."""
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    text = str(exc)
+    return type(exc) is Exception and text.startswith("Encountered error while reading array index")
+
+
+def _install_noise_filter() -> None:
+    previous = sys.unraisablehook
+    if getattr(previous, "_coasejax_filter", False):
+        return
+
+    def hook(unraisable):
+        if not _orbax_noise(unraisable):
+            previous(unraisable)
+
+    hook._coasejax_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def manager(directory: Path, keep: int = 3, best_metric: str | None = None, read_only: bool = False):
@@ -47,12 +99,15 @@ def manager(directory: Path, keep: int = 3, best_metric: str | None = None, read
         preservation_policy=cm.AnyPreservationPolicy(policies), enable_async_checkpointing=False,
         create=not read_only, cleanup_tmp_directories=not read_only,
     )
+    _install_noise_filter()
     absl_logger = logging.getLogger("absl")  # read-only managers warn on every open; keep the CLI's stderr clean
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)
     try:
         return ocp.CheckpointManager(Path(directory).absolute(), options=options,
                                      item_names=("state", "config", "meta"))
+    except OSError as e:
+        raise storage_error(e, f"cannot open the checkpoint folder {directory}") from None
     finally:
         absl_logger.setLevel(level)
 
@@ -100,14 +155,101 @@ def metadata(cfg, config: dict, layout: dict | None = None) -> dict:
     return meta
 
 
+def _os_error(e: BaseException) -> OSError | None:
+    """The :class:`OSError` behind ``e`` (itself, or one in its chain of causes), or one rebuilt from a TensorStore
+    error whose message names a disk fault; None for anything else."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError):
+            return e
+        text = str(e)
+        for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            if os.strerror(code) in text:
+                return OSError(code, os.strerror(code))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def storage_error(e: OSError, what: str) -> StorageError:
+    """A one-line :class:`StorageError` ``what (reason)`` from ``e``."""
+    reason = e.strerror or str(e).splitlines()[0][:120] or type(e).__name__
+    return StorageError(e.errno or errno.EIO, f"{what} ({reason})")
+
+
+def _file_digests(folder: Path) -> dict:
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            out[path.relative_to(folder).as_posix()] = [path.stat().st_size, _sha256(path)]
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """``folder/coasejax_manifest.json``: size and SHA-256 of every file under ``folder`` (temporary file + rename)."""
+    text = json.dumps({"files": _file_digests(folder)}, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def verify(mngr, step: int) -> str | None:
+    """Why checkpoint ``step`` of ``mngr`` is corrupt (a file missing, truncated or changed since it was written, an
+    unreadable manifest), or None when every file matches its manifest or there is no manifest to check against."""
+    folder = Path(mngr.directory) / str(step)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        return "its folder is missing"
+    if not path.exists():
+        return None
+    try:
+        files = json.loads(path.read_text())["files"]
+        assert isinstance(files, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return f"{MANIFEST} is unreadable"
+    for name, (size, digest) in sorted(files.items()):
+        f = folder / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != size:
+            return f"{name} has {f.stat().st_size} bytes, {size} were written"
+        if _sha256(f) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
 def save(mngr, step: int, state, config: dict, metrics: dict | None = None, meta: dict | None = None) -> None:
-    """Save ``state``, the resolved ``config`` and ``meta`` as checkpoint ``step`` (blocking until it is on disk)."""
+    """Save ``state``, the resolved ``config`` and ``meta`` as checkpoint ``step`` (blocking until it is on disk),
+    then its manifest. A disk fault (full, read-only, no permission) raises a one-line :class:`StorageError`; what
+    was on disk before stays as it was (Orbax's temporary folder is removed when the next manager opens)."""
     clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)} or None
     items = {"state": ocp.args.StandardSave(state_tree(state)), "config": ocp.args.JsonSave(config)}
     if meta is not None:
         items["meta"] = ocp.args.JsonSave(meta)
-    mngr.save(step, args=ocp.args.Composite(**items), metrics=clean, force=True)
-    mngr.wait_until_finished()
+    try:
+        mngr.save(step, args=ocp.args.Composite(**items), metrics=clean, force=True)
+        mngr.wait_until_finished()
+        write_manifest(Path(mngr.directory) / str(step))
+    except Exception as e:  # noqa: BLE001 - a disk fault becomes one line; anything else propagates as it is
+        os_error = _os_error(e)
+        if os_error is None:
+            raise
+        raise storage_error(os_error, f"cannot write checkpoint {step} to {mngr.directory}") from None
 
 
 def latest_step(mngr) -> int | None:
@@ -145,8 +287,16 @@ def saved_meta(mngr, step: int) -> dict | None:
                               f"({type(e).__name__})") from None
 
 
+def _check_intact(mngr, step: int) -> None:
+    why = verify(mngr, step)
+    if why is not None:
+        raise CheckpointError(f"checkpoint {step} in {mngr.directory} is corrupt: {why}")
+
+
 def restore(mngr, step: int, template) -> Any:
-    """Restore checkpoint ``step`` into the structure, shapes and dtypes of ``template`` (a training state)."""
+    """Restore checkpoint ``step`` into the structure, shapes and dtypes of ``template`` (a training state), after
+    checking its files against its manifest (:func:`verify`)."""
+    _check_intact(mngr, step)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_tree(template))
     try:
         tree = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
@@ -157,7 +307,9 @@ def restore(mngr, step: int, template) -> Any:
 
 
 def restore_raw(mngr, step: int) -> dict:
-    """The ``state`` item of checkpoint ``step`` as saved (plain dicts of numpy arrays, no template needed)."""
+    """The ``state`` item of checkpoint ``step`` as saved (plain dicts of numpy arrays, no template needed), after
+    checking its files against its manifest."""
+    _check_intact(mngr, step)
     try:
         return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
     except Exception as e:  # noqa: BLE001
@@ -181,3 +333,58 @@ def incompatible_keys(saved: dict, current: dict) -> list[str]:
     a, b = _flatten(saved), _flatten(current)
     keys = sorted(k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k) != b.get(k))
     return [f"{k} (checkpoint: {a.get(k)!r}, now: {b.get(k)!r})" for k in keys]
+
+
+def meta_differences(saved: dict | None, current: dict) -> list[str]:
+    """What differs between a checkpoint's ``meta`` and the current run's (:data:`RESUME_META`), each written
+    ``what (checkpoint: A, now: B)``; only fields both hold are compared (a checkpoint without ``meta``: none)."""
+    if saved is None:
+        return []
+    out = []
+    for k, words in RESUME_META:
+        a, b = saved.get(k), current.get(k)
+        if k not in saved or k not in current or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):  # name the fields that differ, e.g. auction.format
+            out += [f"{words} {f} (checkpoint: {a.get(f)!r}, now: {b.get(f)!r})"
+                    for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)]
+        else:
+            out.append(f"{words} (checkpoint: {a!r}, now: {b!r})")
+    return out
+
+
+def resume_point(mngr, config: dict, meta: dict, template=None) -> tuple[int, Any, list[tuple[int, str]]]:
+    """The checkpoint a run resumes from: the newest one of ``mngr`` that is intact, with ``(step, state, skipped)``
+    (``state`` restored into ``template``; None without one) and ``skipped`` the newer checkpoints passed over as
+    ``(step, why)``. Raises :class:`CheckpointError` when the newest readable checkpoint was written by another
+    scenario, layout, package version or config (naming what differs), or when none is intact."""
+    steps = sorted(int(s) for s in mngr.all_steps())
+    if not steps:
+        raise CheckpointError(f"--resume: no checkpoint in {mngr.directory}")
+    skipped: list[tuple[int, str]] = []
+    for step in reversed(steps):
+        why = verify(mngr, step)
+        if why is None:
+            try:
+                saved, saved_m = saved_config(mngr, step), saved_meta(mngr, step)
+            except CheckpointError:
+                why = "its config or metadata is unreadable"
+        if why is not None:
+            skipped.append((step, why))
+            continue
+        diff = meta_differences(saved_m, meta)
+        if diff:
+            raise CheckpointError(f"--resume: checkpoint {step} in {mngr.directory} is from another run: "
+                                  f"{'; '.join(diff)}")
+        diff = incompatible_keys(saved, config)
+        if diff:
+            raise CheckpointError(f"--resume: checkpoint {step} in {mngr.directory} was written with a "
+                                  f"different config: {'; '.join(diff)}")
+        if template is None:
+            return step, None, skipped
+        try:
+            return step, restore(mngr, step, template), skipped
+        except CheckpointError:
+            skipped.append((step, "its state cannot be restored"))
+    raise CheckpointError(f"--resume: no intact checkpoint in {mngr.directory} ("
+                          + "; ".join(f"{s}: {why}" for s, why in skipped) + ")")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
 
@@ -47,7 +48,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
 ) -> None:
     """Train advocate policies (smoothed gradient ascent, evolution strategies or PPO, self-play); writes
-    checkpoints/, metrics.jsonl, summary.json, strategy.json."""
+    checkpoints/, metrics.jsonl, summary.json, strategy.json. --resume continues from the newest intact checkpoint
+    (a corrupt newer one is moved to checkpoints.corrupt/, with a warning naming the step resumed from)."""
     from coasejax.config import ConfigError, dump_config, load_config
 
     try:
@@ -86,15 +88,20 @@ def train(
         live.update({k: v for k, v in row.items() if v is not None})
         progress.update(task, completed=step, live=_fmt(live))
 
+    def on_warning(line: str) -> None:
+        console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
     try:
         with progress:
-            summary = run_training(cfg, out, resume=resume, on_start=on_start, on_chunk=on_chunk)
+            summary = run_training(cfg, out, resume=resume, on_start=on_start, on_chunk=on_chunk,
+                                   on_warning=on_warning)
     except CheckpointError as e:
         fail(str(e))
+    # the end-of-run files, summary.json last: a kill before it leaves a run that --resume completes
     write_atomic(out / "config.yaml", dump_config(cfg))
     summary["config"] = config
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     figures = _figures(summary, out)
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if not quiet:
         shares = ("proposer_share", "rubinstein_share") if cfg.mechanism.kind == "alternating" else ()
         keys = [k for k in ("bne_rmse", "utility_loss_rel", "utility", "revenue", "efficiency", "report_ratio_mean",
@@ -126,8 +133,9 @@ def _figures(summary: dict, out: Path) -> list[Path]:
     curve = summary.get("cost_curve")
     if curve and len(curve["curve"]) > len(curve["no_deal_threshold"]):  # more than one cost per regime
         jobs.append(("cost_curve.png", lambda p: plots.cost_curve_figure(summary["cost_curve"], p)))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-        if (out / "metrics.jsonl").exists() else []
+    from coasejax.train.run import read_metrics_log
+
+    rows = read_metrics_log(out / "metrics.jsonl")[0]
     if summary.get("providers", 1) > 1 and rows and "train_provider_shares" in rows[0]:
         jobs.append(("provider_shares.png", lambda p: plots.provider_shares_figure(rows, p)))
     for name, draw in jobs:

@@ -10,6 +10,7 @@ bit-identical. After each chunk a line goes to ``metrics.jsonl`` (and to TensorB
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,121 +139,233 @@ class TensorBoard:
             self.writer.close()
 
 
-def _rewrite_metrics_log(path: Path, upto: int) -> None:
-    """Keep the lines of ``metrics.jsonl`` up to step ``upto`` (those after it are redone by a resumed run)."""
+#: what a run writes when it ends: removed when a run starts in the folder, so a kill never leaves a previous run's
+#: summary beside this run's checkpoints and log (a resumed run writes them again, equal, when it ends)
+END_OF_RUN = ("summary.json", "strategy.json", "config.yaml", "cost_curve.png", "provider_shares.png")
+
+
+def read_metrics_log(path: Path) -> tuple[list[dict], int]:
+    """The rows of ``metrics.jsonl`` and how many lines could not be read as a row (a torn last line of a run killed
+    mid-write; they are dropped)."""
+    rows, bad = [], 0
     if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto]
-    path.write_text("".join(line + "\n" for line in keep))
+        return rows, bad
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def _rewrite_metrics_log(path: Path, upto: int) -> int:
+    """Keep the rows of ``metrics.jsonl`` up to step ``upto`` (those after it are redone by a resumed run) and drop
+    torn lines, rewriting the file atomically; returns the number of torn lines dropped."""
+    if not path.exists():
+        return 0
+    rows, bad = read_metrics_log(path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= upto))
+    return bad
+
+
+def append_line(fd: int, line: str) -> None:
+    """Append ``line`` to the ``O_APPEND`` file ``fd`` whole: one write of the complete line, and on a failed or short
+    write (a full disk) the file is cut back to where it was, so no torn line is left behind."""
+    data = line.encode()
+    size = os.fstat(fd).st_size
+    try:
+        done = 0
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    except BaseException:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+        raise
 
 
 def preflight(cfg: Config, out: Path, resume: bool) -> None:
-    """Check ``--resume`` against ``out/checkpoints`` before any work; raises :class:`CheckpointError`."""
+    """Check ``out`` before any work: with ``--resume``, that it holds an intact checkpoint of this run
+    (:func:`coasejax.checkpoint.resume_point`); without, that it holds no checkpoint and no other run's summary.
+    Raises :class:`CheckpointError`."""
     directory = out / "checkpoints"
-    latest = ckpt.manager(directory, read_only=True).latest_step() if directory.is_dir() else None
-    if resume:
-        if latest is None:
+    if not directory.is_dir():
+        if resume:
             raise ckpt.CheckpointError(f"--resume: no checkpoint in {directory}")
-        diff = ckpt.incompatible_keys(ckpt.saved_config(ckpt.manager(directory, read_only=True), latest),
-                                      resolved(cfg))
-        if diff:
-            raise ckpt.CheckpointError(f"--resume: checkpoint {latest} in {directory} was written with a "
-                                       f"different config: {'; '.join(diff)}")
-    elif latest is not None:
+        if (out / "summary.json").exists():
+            raise ckpt.CheckpointError(f"--out {out}: holds the summary.json of another run and no checkpoints; "
+                                       f"choose another --out")
+        return
+    with ckpt.manager(directory, read_only=True) as mngr:
+        if resume:
+            ckpt.resume_point(mngr, resolved(cfg), ckpt.metadata(cfg, resolved(cfg)))
+            return
+        latest = mngr.latest_step()
+    if latest is not None:
         raise ckpt.CheckpointError(f"--out {out}: already holds checkpoints (latest step {latest}); pass --resume to "
                                    f"continue that run or choose another --out")
+    if (out / "summary.json").exists():
+        raise ckpt.CheckpointError(f"--out {out}: holds the summary.json of another run and no checkpoints; "
+                                   f"choose another --out")
+
+
+def _set_aside(out: Path, mngr, skipped: list[tuple[int, str]]) -> Path | None:
+    """Move the checkpoints a resumption skipped to ``out/checkpoints.corrupt/`` (kept, never deleted; the resumed
+    run writes those steps again)."""
+    if not skipped:
+        return None
+    aside = out / "checkpoints.corrupt"
+    aside.mkdir(exist_ok=True)
+    for step, _ in skipped:
+        target, n = aside / str(step), 1
+        while target.exists():
+            target, n = aside / f"{step}.{n}", n + 1
+        (Path(mngr.directory) / str(step)).rename(target)
+    mngr.reload()
+    return aside
+
+
+def _clear_end_of_run(out: Path, resume: bool) -> None:
+    for name in END_OF_RUN:
+        (out / name).unlink(missing_ok=True)
+    if not resume:  # a fresh start (no checkpoints): the log and events of an attempt killed before its first one
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        tb = out / "tb"
+        if tb.is_dir():
+            for f in tb.iterdir():
+                if f.is_file():
+                    f.unlink()
 
 
 def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int, int], None] | None = None,
-          on_chunk: Callable[[int, dict], None] | None = None) -> dict:
-    """Train per ``cfg`` into ``out`` (``checkpoints/``, ``metrics.jsonl``, ``tb/``); returns the summary.
+          on_chunk: Callable[[int, dict], None] | None = None, on_warning: Callable[[str], None] | None = None,
+          trainer: Trainer | None = None) -> dict:
+    """Train per ``cfg`` into ``out`` (``checkpoints/``, ``metrics.jsonl``, ``tb/``, ``strategy.json``); returns the
+    summary.
 
-    ``on_start(step0, total)`` is called once the start step is known, ``on_chunk(step, row)`` after every chunk.
-    Raises :class:`coasejax.checkpoint.CheckpointError` for a missing or incompatible checkpoint.
+    ``on_start(step0, total)`` is called once the start step is known, ``on_chunk(step, row)`` after every chunk,
+    ``on_warning(line)`` when a resumption skips corrupt checkpoints (default: :func:`warnings.warn`). ``trainer``: a
+    :class:`Trainer` of this ``cfg`` whose compiled chunks are reused (default: a new one).
+    Raises :class:`coasejax.checkpoint.CheckpointError` for a missing or incompatible checkpoint and
+    :class:`OSError` (:class:`coasejax.checkpoint.StorageError` for checkpoints) for a disk fault; the checkpoint
+    manager is closed on every path.
     """
     tc, cc = cfg.train, cfg.checkpoint
     preflight(cfg, out, resume)
-    trainer = Trainer(cfg, make_algo(cfg))
-    mngr = ckpt.manager(out / "checkpoints", keep=cc.keep, best_metric=cc.best_metric)
+    trainer = trainer or Trainer(cfg, make_algo(cfg))
     current = resolved(cfg)
     meta = ckpt.metadata(cfg, current, getattr(trainer.algo, "layout", None))
-    states = trainer.algo.init_states()
-    step0 = 0
-    latest = mngr.latest_step()
-    if resume:
-        states = ckpt.restore(mngr, latest, states)
-        step0 = int(np.asarray(states.step).reshape(-1)[0])
-    if step0 > tc.iterations:
-        raise ckpt.CheckpointError(f"--resume: checkpoint step {step0} is beyond train.iterations={tc.iterations}")
-    log_path = out / "metrics.jsonl"
-    if resume:
-        _rewrite_metrics_log(log_path, step0)
-    else:
-        log_path.unlink(missing_ok=True)
-    tb = TensorBoard(out / "tb")
-    if on_start is not None:
-        on_start(step0, tc.iterations)
+    mngr = ckpt.manager(out / "checkpoints", keep=cc.keep, best_metric=cc.best_metric)
+    tb = None
+    try:
+        states = trainer.algo.init_states()
+        step0, skipped = 0, []
+        if resume:
+            step0, states, skipped = ckpt.resume_point(mngr, current, meta, states)
+            if int(np.asarray(states.step).reshape(-1)[0]) != step0:
+                raise ckpt.CheckpointError(f"--resume: checkpoint {step0} in {mngr.directory} holds the state of "
+                                           f"step {int(np.asarray(states.step).reshape(-1)[0])}")
+        if step0 > tc.iterations:
+            raise ckpt.CheckpointError(f"--resume: checkpoint step {step0} is beyond "
+                                       f"train.iterations={tc.iterations}")
+        aside = _set_aside(out, mngr, skipped)
+        log_path = out / "metrics.jsonl"
+        if step0 < tc.iterations:
+            _clear_end_of_run(out, resume)
+        torn = _rewrite_metrics_log(log_path, step0) if resume else 0
+        if skipped or torn:
+            parts = []
+            if skipped:
+                parts.append(", ".join(f"checkpoint {s} is unusable ({why})" for s, why in skipped)
+                             + f", moved to {aside}")
+            if torn:
+                parts.append(f"dropped {torn} torn line{'s' if torn > 1 else ''} of {log_path}")
+            line = "; ".join(parts) + f"; resuming from checkpoint {step0}"
+            if on_warning is not None:
+                on_warning(line)
+            else:
+                import warnings
 
-    n_prov, seeds, length = trainer.algo.n_providers, tc.seeds, tc.log_every
-    lr = es.schedule(tc)
-    step, train_seconds, last_eval = step0, 0.0, {}
-    t_start = time.perf_counter()
-    with log_path.open("a") as log:
-        while step < tc.iterations:
-            n = min(length - step % length, tc.iterations - step)
-            fn = trainer.chunk(n, states)
-            t0 = time.perf_counter()
-            states, m = fn(states)
-            jax.block_until_ready(states)
-            train_seconds += time.perf_counter() - t0
-            step += n
-            row = {"step": step, **trainer.algo.log_row(m), "learning_rate": float(lr(step - 1)),
-                   "seconds": round(time.perf_counter() - t_start, 3)}
-            final = step == tc.iterations
-            if final or (cc.every and step % cc.every == 0):
-                last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
-                means = mean_metrics(last_eval)
-                row.update(means)
-                if seeds > 1:  # the report draws the spread over seeds
-                    row["per_seed"] = {k: v for k, v in per_seed_lists(last_eval).items() if k in SPREAD_KEYS}
-                ckpt.save(mngr, step, states, current, {cc.best_metric: means.get(cc.best_metric)}, meta)
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            tb.scalars(step, row)
-            if on_chunk is not None:
-                on_chunk(step, row)
-    tb.close()
-    if not last_eval:  # nothing left to train: evaluate the restored state
-        last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
-    ran = step - step0
-    agent_steps = ran * seeds * trainer.algo.agents_per_iteration
-    summary = {
-        "game": trainer.algo.name,
-        "algo": tc.algo,
-        "iterations": tc.iterations,
-        "resumed_from": step0 if resume else None,
-        "seeds": seeds,
-        "providers": n_prov,
-        **mean_metrics(last_eval),
-        "per_seed": per_seed_lists(last_eval),
-        "train_seconds": train_seconds,
-        "compile_seconds": trainer.compile_seconds,
-        "seconds_per_iteration": train_seconds / ran if ran else None,
-        "agents_per_iteration": seeds * trainer.algo.agents_per_iteration,
-        "agent_steps_per_second": agent_steps / train_seconds if train_seconds > 0 else None,
-        "backend": jax.default_backend(),
-        "devices": jax.device_count(),
-        "checkpoint_steps": [int(s) for s in mngr.all_steps()],
-        "best_step": _best_step(mngr, cc.best_metric),
-        "tensorboard": tb.backend,
-    }
-    write_strategy(trainer.algo, states.params, out)
-    if tc.algo == "ppo":
-        from coasejax.scenarios.coase_rounds import cost_curve
+                warnings.warn(line, stacklevel=2)
+        tb = TensorBoard(out / "tb")
+        if on_start is not None:
+            on_start(step0, tc.iterations)
 
-        summary["cost_curve"] = cost_curve(cfg, mean_metrics(last_eval))
-    mngr.close()
-    return summary
+        n_prov, seeds, length = trainer.algo.n_providers, tc.seeds, tc.log_every
+        lr = es.schedule(tc)
+        step, train_seconds, last_eval = step0, 0.0, {}
+        t_start = time.perf_counter()
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            while step < tc.iterations:
+                n = min(length - step % length, tc.iterations - step)
+                fn = trainer.chunk(n, states)
+                t0 = time.perf_counter()
+                states, m = fn(states)
+                jax.block_until_ready(states)
+                train_seconds += time.perf_counter() - t0
+                step += n
+                row = {"step": step, **trainer.algo.log_row(m), "learning_rate": float(lr(step - 1)),
+                       "seconds": round(time.perf_counter() - t_start, 3)}
+                final = step == tc.iterations
+                if final or (cc.every and step % cc.every == 0):
+                    last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
+                    means = mean_metrics(last_eval)
+                    row.update(means)
+                    if seeds > 1:  # the report draws the spread over seeds
+                        row["per_seed"] = {k: v for k, v in per_seed_lists(last_eval).items() if k in SPREAD_KEYS}
+                    # the log line of a checkpointed step goes after its checkpoint: a kill in between leaves a log
+                    # that ends at the previous checkpoint plus lines a resumption cuts away, never a line ahead
+                    ckpt.save(mngr, step, states, current, {cc.best_metric: means.get(cc.best_metric)}, meta)
+                append_line(fd, json.dumps(row) + "\n")
+                tb.scalars(step, row)
+                if on_chunk is not None:
+                    on_chunk(step, row)
+        finally:
+            os.close(fd)
+        if not last_eval:  # nothing left to train: evaluate the restored state
+            last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
+        ran = step - step0
+        agent_steps = ran * seeds * trainer.algo.agents_per_iteration
+        summary = {
+            "game": trainer.algo.name,
+            "algo": tc.algo,
+            "iterations": tc.iterations,
+            "resumed_from": step0 if resume else None,
+            "seeds": seeds,
+            "providers": n_prov,
+            **mean_metrics(last_eval),
+            "per_seed": per_seed_lists(last_eval),
+            "train_seconds": train_seconds,
+            "compile_seconds": trainer.compile_seconds,
+            "seconds_per_iteration": train_seconds / ran if ran else None,
+            "agents_per_iteration": seeds * trainer.algo.agents_per_iteration,
+            "agent_steps_per_second": agent_steps / train_seconds if train_seconds > 0 else None,
+            "backend": jax.default_backend(),
+            "devices": jax.device_count(),
+            "checkpoint_steps": [int(s) for s in mngr.all_steps()],
+            "best_step": _best_step(mngr, cc.best_metric),
+            "tensorboard": tb.backend,
+        }
+        if skipped:
+            summary["skipped_checkpoints"] = [{"step": s, "reason": why} for s, why in skipped]
+        write_strategy(trainer.algo, states.params, out)
+        if tc.algo == "ppo":
+            from coasejax.scenarios.coase_rounds import cost_curve
+
+            summary["cost_curve"] = cost_curve(cfg, mean_metrics(last_eval))
+        return summary
+    finally:
+        if tb is not None:
+            tb.close()
+        mngr.close()
 
 
 def write_strategy(algo, params, out: Path) -> None:
