@@ -160,10 +160,83 @@ def roll_out(sim: Simulation, on_chunk: Callable[[int], None] | None = None):
     return per_round, seconds, first, jax.device_get(state)
 
 
-def summary_of(sim: Simulation, cfg: Config, params, per_round: dict, seconds: float, first, last) -> dict:
-    """The scenario's summary plus what every run reports: throughput, timing, devices, the advocates."""
+class NonFiniteError(ConfigError):
+    """A number a run would report is not finite: an infinite or NaN input, or a float32 overflow (a config error:
+    one line, exit 2; nothing is written)."""
+
+
+def first_nonfinite(per_round: dict, sentinels=(), t_axis: int = 1) -> tuple[str, int, float] | None:
+    """``(metric, round, value)`` of the earliest round (0-based, along ``t_axis``) in which a per-round metric is not
+    finite (the ``sentinels`` may be −inf), or None. Runs on the metrics the rollout returns anyway: no extra pass
+    over the agents, no host round trip per round."""
+    found = None
+    for name, v in per_round.items():
+        v = np.asarray(v)
+        bad = ~np.isfinite(v)
+        if name.endswith("_nonfinite"):  # a count of agents whose state went non-finite in the round
+            bad |= v > 0
+        if name in sentinels:
+            bad &= ~np.isneginf(v)
+        if not bad.any():
+            continue
+        per_t = np.moveaxis(bad, t_axis, 0).reshape(bad.shape[t_axis], -1)
+        r = int(np.argmax(per_t.any(axis=1)))
+        if found is None or r < found[1]:
+            found = (name, r, float(np.moveaxis(v, t_axis, 0).reshape(v.shape[t_axis], -1)[r][per_t[r]][0]))
+    return found
+
+
+def _nonfinite_leaf(tree) -> str | None:
+    """The path of the first float leaf of ``tree`` (a host pytree) holding a non-finite value, or None."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            return jax.tree_util.keystr(path).lstrip(".")
+    return None
+
+
+def _nonfinite_entry(obj, prefix: str = "") -> tuple[str, float] | None:
+    """``(key path, value)`` of the first float in a summary (nested dicts and lists) that is not finite, or None."""
+    if isinstance(obj, dict):
+        items = ((f"{prefix}.{k}" if prefix else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{prefix}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return (prefix, obj) if isinstance(obj, float) and not math.isfinite(obj) else None
+    for key, v in items:
+        hit = _nonfinite_entry(v, key)
+        if hit is not None:
+            return hit
+    return None
+
+
+def check_finite(scenario, rounds: int, per_round: dict, last, where: str = "") -> None:
+    """Raise :class:`NonFiniteError` naming the per-round metric and the round (1-based) where the run went
+    non-finite, or else the float of the final state that is not finite."""
+    hit = first_nonfinite(per_round, scenario.sentinels)
+    if hit is not None:
+        name, r, value = hit
+        what = (f"the {name[:-len('_nonfinite')]} of {value:.0f} agent(s) went non-finite" if name.endswith("_nonfinite")
+                else f"{name} went non-finite ({value})")
+        raise NonFiniteError(f"{what} in round {r + 1} of {rounds}{where}: an infinite or NaN setting, or a float32 "
+                             "overflow (magnitudes above 3.4e38); no summary is written")
+    leaf = _nonfinite_leaf(last)
+    if leaf is not None:
+        raise NonFiniteError(f"the state's {leaf} is not finite after round {rounds}{where}: a float32 overflow "
+                             "(magnitudes above 3.4e38); no summary is written")
+
+
+def summary_of(sim: Simulation, cfg: Config, params, per_round: dict, seconds: float, first, last,
+               where: str = "") -> dict:
+    """The scenario's summary plus what every run reports: throughput, timing, devices, the advocates. Every number
+    in it is finite, or :class:`NonFiniteError` names the quantity and the round where it went non-finite."""
     n, t, e = cfg.population.n_agents, cfg.sim.rounds, cfg.sim.envs
+    check_finite(sim.scenario, t, per_round, last, where)
     summary = sim.scenario.summarise(cfg, params, per_round, first, last)
+    hit = _nonfinite_entry(summary)
+    if hit is not None:
+        raise NonFiniteError(f"{hit[0]} is not finite ({hit[1]}){where}, computed from finite per-round metrics "
+                             f"over {t} rounds: a float32 overflow; no summary is written")
     summary.update({
         "scenario": sim.scenario.name,
         "advocates": [s.label for s in sim.advocates],
@@ -193,7 +266,7 @@ def run_sweep(sim: Simulation, on_chunk: Callable[[int], None] | None = None) ->
     for i, (setting, cfg_i) in enumerate(zip(sim.settings, sim.setting_configs)):
         pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
         s = summary_of(sim, cfg_i, pick(sim.params), {k: v[i] for k, v in per_round.items()}, seconds, pick(first),
-                       pick(last))
+                       pick(last), f" (sweep setting {setting})")
         s["agent_steps_per_second"] *= len(sim.settings)  # the whole sweep ran in `seconds`
         rows.append({"setting": setting, **s})
     return rows

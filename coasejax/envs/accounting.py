@@ -18,15 +18,25 @@ costs charged, the tax bill, the credits, the fees), *before* the flows are rout
 :func:`conservation` then compares the wealth actually stored, ``Σ_i (m_i' − m_i)``, against
 ``Σ T − Σ p − costs − τ Σ x + recycled − fees``: a payment that is routed to the wrong agent twice or not at all, a
 mechanism that pays money nobody paid in, or wealth too large for float32 to hold a change, all show up as a residual.
+
+The stored wealth is a float32 pair (:func:`add_money`), which holds money to about 2⁻⁴⁷ of the wealth rather than
+float32's 2⁻²⁴: at a wealth of 10⁸ (float32 spacing 8) a cost of 0.01 is still held to ~10⁻⁶ of itself. What even the
+pair cannot hold is refused: money settings below its resolution at the configured wealth, or so large that their
+totals overflow float32, before the run (:func:`check_magnitudes`); a residual above :data:`MONEY_TOLERANCE` of the
+gross flows after it (:func:`check_conserved`).
 """
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from coasejax.config import ConfigError
 from coasejax.graphs import Graph, slot_sum
 
 
@@ -104,21 +114,113 @@ def accounted_change(to_emitters, from_victims, transaction_costs, tax_paid, tax
     return to_emitters - from_victims - transaction_costs - tax_paid + tax_recycled - fees
 
 
-#: float32's unit roundoff: a stored wealth m is exact up to ``UNIT_ROUNDOFF · |m|``
+#: float32's unit roundoff: a float32 m is exact up to ``UNIT_ROUNDOFF · |m|``
 UNIT_ROUNDOFF = 2.0**-24
+#: the stored wealth pair's: each :func:`add_money` holds m + d exactly up to ``PAIR_ROUNDOFF · |m + d|``
+PAIR_ROUNDOFF = 2.0**-47
+#: the largest float32
+F32_MAX = float(np.finfo(np.float32).max)
+#: a run whose money residual exceeds this fraction of its gross flows stops with an error (:func:`check_conserved`)
+MONEY_TOLERANCE = 1e-5
+#: a money setting the pair would hold to worse than this fraction of itself, at the configured wealth, is refused
+HELD_TO = 1e-3
 
 
-def conservation(stored_change: float, flows: dict, resolution: float = 0.0) -> float:
-    """The relative money residual ``|Σ_i (m_i' − m_i) − accounted| / (gross + resolution)`` of a whole episode, from
-    the wealth actually stored (``stored_change``, summed in float64 from the initial and final wealth arrays) and the
-    per-round totals of :class:`MoneyFlows` (``flows``: field → total over rounds, in float64).
+def add_money(hi: jax.Array, lo: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The wealth pair ``(hi, lo)`` (money ``hi + lo``) plus the change ``d``, in float32 pair arithmetic.
 
-    ``resolution`` is what float32 storage may lose without any flow being wrong, ``UNIT_ROUNDOFF · T · Σ_i |m_i|``
-    (each round rounds every stored wealth once, by at most half a unit in its last place). Agents with the same
-    wealth and the same flows round the same way, so the loss can be systematic: a residual up to ``resolution`` is
-    rounding, not a flow gone astray (``money_resolution_rel`` in the summary reports it against the flows; where it
-    is not small, the stored wealth cannot hold the flows faithfully, as with costs of 0.01 on a wealth of 10⁸).
-    """
+    Two error-free transformations (Knuth's TwoSum, 6 flops each): ``s = fl(hi + d)`` with its exact rounding error
+    added to ``lo``, then ``(s, lo)`` renormalised, so that ``hi`` is the money rounded to float32 (what the rules
+    read) and ``|lo| ≤`` half its spacing. The only rounding left is that of ``lo``, below ``PAIR_ROUNDOFF · |m|``;
+    plain float32 storage rounds by up to ``UNIT_ROUNDOFF · |m|`` every round (a cost under 4 vanishes from a wealth of
+    10⁸). Needs IEEE arithmetic without reassociation (XLA's default on CPU and GPU)."""
+    s, err = _two_sum(hi, d)
+    return _two_sum(s, lo + err)
+
+
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e = a + b`` exactly (Knuth 1969)."""
+    s = a + b
+    bp = s - a
+    return s, (a - (s - bp)) + (b - bp)
+
+
+def conservation(stored_change: float, flows: dict) -> float:
+    """The relative money residual ``|Σ_i (m_i' − m_i) − accounted| / gross`` of a whole episode, from the wealth
+    actually stored (``stored_change``, summed in float64 from the initial and final wealth pairs,
+    :func:`coasejax.population.money`) and the per-round totals of :class:`MoneyFlows` (``flows``: field → total
+    over rounds, in float64). With no flows at all, any stored change is an infinite residual."""
     accounted = accounted_change(flows["to_emitters"], flows["from_victims"], flows["transaction_costs"],
                                  flows["tax_paid"], flows["tax_recycled"], flows["fees"])
-    return abs(stored_change - accounted) / max(flows["gross"] + resolution, 1e-30)
+    gap = abs(stored_change - accounted)
+    return gap / flows["gross"] if flows["gross"] > 0 else (0.0 if gap == 0 else math.inf)
+
+
+def resolution(rounds: int, wealth_scale: float) -> float:
+    """What the wealth pair may lose in an episode without any flow being wrong: ``PAIR_ROUNDOFF · T · Σ_i |m_i|``
+    (``wealth_scale``: the larger of Σ|m| at the start and at the end), a bound, reached only when every agent rounds
+    the same way every round."""
+    return PAIR_ROUNDOFF * rounds * wealth_scale
+
+
+def check_conserved(residual: float, stored_change: float, accounted: float, wealth_max: float) -> None:
+    """Raise :class:`MoneyError` when the residual is above :data:`MONEY_TOLERANCE` of the gross flows: the stored
+    wealth cannot hold these flows (or a flow went astray), so no summary is written."""
+    if not residual <= MONEY_TOLERANCE:
+        raise MoneyError(
+            f"money is not conserved: the stored wealth changed by {stored_change:.6g} but the flows account for "
+            f"{accounted:.6g}, a residual of {residual:.3g} of the gross flows (allowed {MONEY_TOLERANCE:g}); at "
+            f"wealth up to {wealth_max:.3g} float32 holds money to about {PAIR_ROUNDOFF * wealth_max:.2g} per agent "
+            "and round: lower population.wealth or raise the flows")
+
+
+class MoneyError(ConfigError):
+    """The configured magnitudes are beyond what the float32 ledger can hold (a config error: one line, exit 2)."""
+
+
+def wealth_bound(dist) -> float:
+    """The largest |initial wealth| a :class:`coasejax.config.Distribution` draws (lognormal: its 1 − 10⁻⁶
+    quantile)."""
+    if dist.kind == "constant":
+        return abs(dist.value)
+    if dist.kind == "uniform":
+        return max(abs(dist.low), abs(dist.high))
+    return math.exp(min(dist.mu + 4.753 * dist.sigma, 700.0))
+
+
+def money_settings(cfg) -> list[tuple[str, float]]:
+    """``(key, value)`` of every configured amount of money paid per party, deal, round or unit of activity."""
+    tc, st = cfg.state.transaction_costs, cfg.state
+    out = [("state.transaction_costs.per_party", tc.per_party), ("state.transaction_costs.per_round", tc.per_round),
+           ("state.transaction_costs.per_deal", tc.per_deal), ("state.tc_floor", st.tc_floor),
+           ("state.pigou_tax", st.pigou_tax), ("mechanism.pool_cost", cfg.mechanism.pool_cost)]
+    out += [("providers.fee_flat", v) for v in cfg.providers.per_provider("fee_flat")]
+    return out
+
+
+def check_magnitudes(cfg) -> None:
+    """Refuse, before any run, magnitudes the float32 ledger cannot hold (:class:`MoneyError` naming the key):
+
+    * an initial wealth beyond float32's range, or so large that a round's changes overflow it;
+    * an amount of money (a transaction cost, a tax, a flat fee) whose per-round total over every party overflows
+      float32 (``value · N · (k + 1) > F32_MAX / 4``);
+    * a nonzero amount the wealth pair holds to worse than :data:`HELD_TO` of itself at the largest initial wealth
+      (``value < PAIR_ROUNDOFF · m_max / HELD_TO``): it would vanish from, or be distorted in, the stored wealth."""
+    p = cfg.population
+    m_max = wealth_bound(p.wealth)
+    limit = F32_MAX / 4
+    if not m_max <= limit:
+        raise MoneyError(f"population.wealth={p.wealth}: wealth up to {m_max:.3g} is beyond what float32 can hold "
+                         f"with room for a round's changes (at most {limit:.3g})")
+    parties = p.n_agents * (p.degree + 1)
+    floor = PAIR_ROUNDOFF * m_max / HELD_TO
+    for key, v in money_settings(cfg):
+        if v == 0:
+            continue
+        if not abs(v) * parties <= limit:
+            raise MoneyError(f"{key}={v:g}: its total over the {parties} parties of a round ({abs(v) * parties:.3g}) "
+                             f"overflows float32 (at most {limit:.3g}); use at most {limit / parties:.3g}")
+        if abs(v) < floor:
+            raise MoneyError(f"{key}={v:g} is below what the ledger holds at wealth up to {m_max:.3g} "
+                             f"(population.wealth): its float32 pair keeps money to about {PAIR_ROUNDOFF * m_max:.2g} there, "
+                             f"so an amount must be 0 or at least {floor:.2g}; lower the wealth or raise {key}")

@@ -82,7 +82,11 @@ class EnvParams:
 
     @classmethod
     def from_config(cls, cfg: Config, graph: Graph | None = None) -> "EnvParams":
-        """The parameters of ``cfg``, with its graph (default: drawn from ``population`` and ``sim.seed``)."""
+        """The parameters of ``cfg``, with its graph (default: drawn from ``population`` and ``sim.seed``).
+
+        Raises :class:`coasejax.envs.accounting.MoneyError` (a :class:`ConfigError`) for money magnitudes the float32
+        ledger cannot hold (:func:`coasejax.envs.accounting.check_magnitudes`)."""
+        accounting.check_magnitudes(cfg)
         f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
         p = cfg.population
         tc = cfg.state.transaction_costs
@@ -151,6 +155,7 @@ class RoundMetrics(NamedTuple):
     tax_recycled: jax.Array  # ... and handed back in the same round
     fees: jax.Array  # fees collected by providers
     gross_flows: jax.Array  # MoneyFlows.gross: the scale of the conservation residual
+    wealth_nonfinite: jax.Array  # agents whose stored wealth is not finite after the round (float32 overflow; must be 0)
     state_violations: jax.Array  # agents whose activity or wealth breaks a state rule (must be 0)
     red_line_excess: jax.Array  # max over honoured deals of (harm − red line) of any victim (−inf: none/no red lines)
     binding: jax.Array  # f32[C] bargains in which each enabled constraint changed an action (see constraint_names)
@@ -628,7 +633,10 @@ def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_we
     x, x_star, x_sq, to_emitter, tc_agent, d_wealth, fee, masks = cx.fence(
         (deal.x, cx.x_star, cx.x_sq, deal.to_emitter, tc_agent, d_wealth, fee, deal.audit.masks))
     honoured = deal.honoured
-    new_wealth = pop.wealth + d_wealth
+    if pop.wealth_lo is None:
+        new_wealth, new_lo = pop.wealth + d_wealth, None
+    else:  # the float32 pair: a change far below the wealth's own spacing is kept (coasejax.envs.accounting)
+        new_wealth, new_lo = accounting.add_money(pop.wealth, pop.wealth_lo, d_wealth)
     violation = (x < 0) | (x > params.x_max * (1 + 1e-6))
     if sp.use_cap:
         violation = violation | (cx.ctx["capped"] & (x > sp.cap * (1 + 1e-6) + 1e-6))
@@ -677,6 +685,7 @@ def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_we
         tax_recycled=flows.tax_recycled,
         fees=flows.fees,
         gross_flows=flows.gross,
+        wealth_nonfinite=jnp.sum(~jnp.isfinite(new_wealth), dtype=jnp.float32),
         state_violations=jnp.sum(violation, dtype=jnp.float32),
         red_line_excess=deal.red_excess,
         binding=binding,
@@ -693,7 +702,7 @@ def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_we
         **stats,
     )
 
-    pop = pop.replace(wealth=new_wealth)
+    pop = pop.replace(wealth=new_wealth, wealth_lo=new_lo)
     if pp.use_switching:  # provider m's score: its clients' mean average net utility (no clients: the market mean)
         clients, util_sum = per_provider[0], per_provider[5]
         score = jnp.where(clients > 0, util_sum / jnp.maximum(clients, 1.0), jnp.sum(util_sum) / n)

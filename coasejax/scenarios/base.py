@@ -28,7 +28,9 @@ the engine's per-slot arrays ``[k, N]`` (the agent axis is the one sharded over 
   agent's observation once per role and the map of its per-role actions to its seats. Learned policies then act once
   per agent and role instead of once per seat (k + 1 seats per bargain in the Coase engine, 2 roles);
 * ``metrics(params, totals) -> dict`` (optional): a *traceable* summary from the per-round metrics summed over the
-  measured rounds (a metrics NamedTuple of sums), for the evaluation inside training (``vmap``-ped over seeds).
+  measured rounds (a metrics NamedTuple of sums), for the evaluation inside training (``vmap``-ped over seeds);
+* ``sentinels``: the per-round metrics that are −inf by design (a maximum over nothing); every other per-round
+  metric, and every float of the final state, must be finite, or ``simulate`` stops naming it and its round.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Scenario(NamedTuple):
     observe_agents: Callable[..., jax.Array] | None = None
     to_seats: Callable[..., jax.Array] | None = None
     description: str = ""
+    sentinels: tuple[str, ...] = ()
 
 
 #: scenario name (``env.kind``) -> its record, filled by :func:`register`

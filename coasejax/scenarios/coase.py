@@ -23,6 +23,7 @@ import numpy as np
 from coasejax.envs import accounting, coalitions
 from coasejax.envs import coase as engine
 from coasejax.mechanisms import budget_balanced
+from coasejax.population import money, money_change
 from coasejax.scenarios.base import Scenario, Spec, Transition, register
 
 OBSERVATION = ("value", "is_emitter", "inv_k", "emitter_right")
@@ -133,18 +134,21 @@ def layer_binding(per_round: dict, names: list[tuple[str, str]], bargains: int) 
 
 def summarise(cfg, params, per_round: dict, first, last) -> dict:
     """Totals are summed over agents and rounds and averaged over environments; money is checked against the wealth
-    actually stored (``first`` and ``last``: the states with a leading env axis)."""
+    actually stored (``first`` and ``last``: the states with a leading env axis), and a residual above
+    :data:`coasejax.envs.accounting.MONEY_TOLERANCE` of the gross flows raises
+    :class:`coasejax.envs.accounting.MoneyError` instead of a summary."""
     n, t, e = cfg.population.n_agents, cfg.sim.rounds, cfg.sim.envs
     k = params.graph.k
-    w0 = np.asarray(jax.device_get(first.pop.wealth), np.float64)
-    w1 = np.asarray(jax.device_get(last.pop.wealth), np.float64)
-    initial_wealth, final_wealth = w0.sum(axis=-1), w1.sum(axis=-1)
+    w0, w1 = money(first.pop), money(last.pop)  # the wealth pairs actually stored, in float64
     tot = {key: float(v.sum(axis=1).mean()) for key, v in per_round.items() if v.ndim == 2}
     w, w_star, w_sq = tot["welfare"], tot["first_best"], tot["status_quo"]
-    wealth_change = float((final_wealth - initial_wealth).mean())
+    wealth_change = float(money_change(first.pop, last.pop).sum(axis=-1).mean())
     flows = {f: float(per_round[m].sum(axis=1).mean()) for f, m in FLOW_METRICS.items()}
-    # what float32 storage of the wealth may lose in the episode without any flow being wrong
-    resolution = accounting.UNIT_ROUNDOFF * t * float(np.maximum(np.abs(initial_wealth), np.abs(final_wealth)).mean())
+    # what the stored wealth pair may lose in the episode without any flow being wrong
+    resolution = accounting.resolution(t, float(np.maximum(np.abs(w0).sum(axis=-1), np.abs(w1).sum(axis=-1)).mean()))
+    accounted = accounting.accounted_change(**{f: flows[f] for f in FLOW_METRICS if f != "gross"})
+    residual = accounting.conservation(wealth_change, flows)
+    accounting.check_conserved(residual, wealth_change, accounted, float(max(np.abs(w0).max(), np.abs(w1).max())))
     names = engine.constraint_names(params, jax.tree.map(lambda x: x[0], first))
     summary = {
         "scenario": "coase",
@@ -168,9 +172,9 @@ def summarise(cfg, params, per_round: dict, first, last) -> dict:
         "attempt_rate": tot["attempts"] / (n * t),
         "breach_rate": _ratio(tot["attempts"] - tot["deals"], tot["attempts"]) or 0.0,
         "report_ratio": _ratio(tot["reported_harm"], tot["true_harm"]),
-        "money_accounted": accounting.accounted_change(**{f: flows[f] for f in FLOW_METRICS if f != "gross"}),
+        "money_accounted": accounted,
         "money_gross": flows["gross"],
-        "money_residual_rel": accounting.conservation(wealth_change, flows, resolution),
+        "money_residual_rel": residual,
         "money_resolution_rel": resolution / max(flows["gross"], 1e-30),
         "tax_revenue": tot["tax_revenue"],
         "tax_recycled": tot["tax_recycled"],
@@ -234,4 +238,5 @@ SCENARIO = register(Scenario(
     observe_agents=observe_agents,
     to_seats=to_seats,
     description="emitters and their k victims bargain over an externality on a graph, under the rule layers",
+    sentinels=("red_line_excess",),
 ))
