@@ -8,6 +8,7 @@ memory that ran out) prints one line and exits with code 3. Every failure goes t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -334,6 +335,11 @@ app.command("eval")(train_commands.evaluate)
 app.command("compare")(train_commands.compare)
 
 
+@functools.cache
+def _command():
+    return typer.main.get_command(app)
+
+
 def _device_out_of_memory(e: BaseException) -> bool:
     return type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e)
 
@@ -344,7 +350,7 @@ def main() -> None:
     fault (a full or read-only disk, memory), 1 for an internal error (a bug: ``COASEJAX_TRACEBACK=1`` re-raises it
     with its traceback)."""
     try:
-        app()
+        _command()(prog_name="coasejax")  # what app() does, with the click command built once per process
     except ConfigError as e:
         print_error(e)
         sys.exit(EXIT_BAD_INPUT)

@@ -467,8 +467,9 @@ def parse_yaml(text: str, where: str) -> Any:
 
     Raises :class:`ConfigError` (one line) on malformed YAML, an unsupported tag, a repeated key, nesting too deep or
     a number too long to read."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader refuses unprintable characters here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -489,7 +490,8 @@ def parse_yaml(text: str, where: str) -> Any:
             raise
         raise ConfigError(f"{where}: unreadable YAML value ({_short(str(e))})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -518,7 +520,8 @@ def read_yaml(path: Path) -> dict:
 
 
 def apply_override(data: dict, assignment: str) -> None:
-    """Apply one ``key.path=value`` override in place; the value is parsed as YAML (``4`` is an int, ``true`` a bool)."""
+    """Apply one ``key.path=value`` override in place; the value is parsed as YAML (``4`` is an int, ``true`` a bool,
+    a repeated key in a mapping is refused); text that is not YAML is taken as a string."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. population.n_agents=1000")
     key, raw = assignment.split("=", 1)
