@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -105,7 +106,7 @@ def simulate(
     if dry_run:
         print(dump_config(cfg), end="")
         if not quiet:
-            console.print(f"config OK: {run_label(cfg)} (nothing run or written)", highlight=False)
+            console.print(f"config OK: {escape(run_label(cfg))} (nothing run or written)", highlight=False)
         return
     out = prepare_out_dir(out)
     if cfg.sweep:
@@ -114,7 +115,7 @@ def simulate(
     from coasejax.simulate import build, run  # imports JAX: after the config is known to be valid
 
     if not quiet:
-        console.print(f"[bold]coasejax simulate[/] {run_label(cfg)}", highlight=False)
+        console.print(f"[bold]coasejax simulate[/] {escape(run_label(cfg))}", highlight=False)
     with console.status("compiling…", spinner="dots") if not quiet else nullcontext():
         sim = build(cfg)
     with Progress(TextColumn("rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -126,7 +127,8 @@ def simulate(
                    marker="summary.json")
     if not quiet:
         console.print(summary_table(summary, f"summary ({summary['devices']} device(s), {summary['backend']})"))
-        console.print(f"wrote {out / 'summary.json'} and {out / 'config.yaml'}", highlight=False)
+        console.print(f"wrote {out / 'summary.json'} and {out / 'config.yaml'}", highlight=False, markup=False,
+                      soft_wrap=True)
 
 
 #: every file ``simulate`` (and ``report`` on its run) writes into a run directory
@@ -247,11 +249,12 @@ def _simulate_sweep(cfg, out: Path, quiet: bool) -> None:
         for col in (*keys, "efficiency", "deal_rate", "mean_activity", "tax_revenue", "state_violations"):
             table.add_column(col, justify="right")
         for r in table_rows:
-            table.add_row(*(str(r[k]) for k in keys),
+            table.add_row(*(escape(str(r[k])) for k in keys),
                           *("n/a" if r[c] is None else f"{r[c]:.4g}" for c in
                             ("efficiency", "deal_rate", "mean_activity", "tax_revenue", "state_violations")))
         console.print(table)
-        console.print(f"wrote {out / 'sweep.json'}, {out / 'sweep.csv'} and {out / 'sweep.png'}", highlight=False)
+        console.print(f"wrote {out / 'sweep.json'}, {out / 'sweep.csv'} and {out / 'sweep.png'}", highlight=False,
+                      markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -302,7 +305,7 @@ def bench(
         except OSError as e:
             raise os_fault(e, str(out.parent)) from None
         write_atomic(out, json.dumps(result, indent=2) + "\n")
-        console.print(f"wrote {out}", highlight=False)
+        console.print(f"wrote {out}", highlight=False, markup=False, soft_wrap=True)
     print(json.dumps({k: v for k, v in result.items() if k != "sizes"} | {"sizes": result["sizes"]}))
 
 
@@ -327,7 +330,7 @@ def report(
     if quiet:
         print(page)
     else:
-        console.print(f"wrote {page} — open it in a browser", highlight=False)
+        console.print(f"wrote {page} — open it in a browser", highlight=False, markup=False, soft_wrap=True)
 
 
 app.command("train")(train_commands.train)

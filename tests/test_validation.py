@@ -11,7 +11,6 @@ import errno
 import io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -193,6 +192,29 @@ def test_the_memory_estimate_scales_with_envs_and_sweeps(monkeypatch):
     r = simulate("quickstart", "--dry-run", "--set", "population.n_agents=1000000", "--set", "sim.envs=1",
                  "--sweep", "state.pigou_tax=" + ",".join(str(i) for i in range(12)))
     assert_one_line(r, 2, "the sweep settings", "need at least 1.1 GB")
+
+
+def test_the_memory_available_is_the_accelerators_when_there_are_some(monkeypatch):
+    import jax
+
+    class Device:
+        platform = "gpu"
+
+        def memory_stats(self):
+            return {"bytes_limit": 80 * 10**9}
+
+    monkeypatch.setattr(jax, "local_devices", lambda: [Device(), Device()])
+    assert cliutil.memory_available(shard=True) == (160 * 10**9, "2 gpu device(s)")
+    assert cliutil.memory_available(shard=False) == (80 * 10**9, "1 gpu device(s)")
+    cfg = load_config(None, ["population.n_agents=1000000000", "sim.shard=false"])  # 88 GB on one 80 GB device
+    with pytest.raises(ConfigError, match="88.0 GB .* more than the 80.0 GB of 1 gpu device"):
+        cliutil.check_memory(cfg)
+    cliutil.check_memory(cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"shard": True})}))
+
+
+def test_the_exit_codes_are_documented():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    assert "`2` bad input" in doc and f"`{ENV_FAULT}` an environment fault" in doc and "`1` an internal error" in doc
 
 
 def test_bench_refuses_sizes_that_cannot_run():
@@ -387,6 +409,15 @@ def test_a_plain_run_after_a_sweep_removes_the_sweep_files_and_back(tmp_path, mo
     assert {p.name for p in out.iterdir()} == {"config.yaml", "summary.json"}
     assert simulate("quickstart", "-q", "--sweep", "state.pigou_tax=0,1", "--out", out).code == 0
     assert {p.name for p in out.iterdir()} == {"config.yaml", "sweep.csv", "sweep.json", "sweep.png"}
+
+
+def test_markup_in_the_out_path_prints_literally_on_success(tmp_path, fake_run):
+    (tmp_path / "[").mkdir()
+    out = tmp_path / "[" / "]x[red]"
+    r = simulate("quickstart", "--out", out)
+    assert r.code == 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"wrote {out / 'summary.json'} and {out / 'config.yaml'}" in r.stderr
+    assert (out / "summary.json").is_file()
 
 
 def test_simulate_refuses_to_write_into_a_training_run(tmp_path, fake_run):
