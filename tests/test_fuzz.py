@@ -133,8 +133,18 @@ def assignment(draw) -> str:
 
 
 @st.composite
+def typed_assignment(draw) -> str:
+    """A documented key with a value of its own type (valid more often than not)."""
+    key = draw(documented_key)
+    return f"{key}={_yaml_text(draw(_typed(KEYS[key])))}"
+
+
+@st.composite
 def cli_case(draw) -> list[str]:
-    sets = draw(st.lists(assignment(), min_size=1, max_size=4))
+    if draw(st.booleans()):
+        sets = draw(st.lists(assignment(), min_size=1, max_size=4))
+    else:
+        sets = draw(st.lists(typed_assignment(), min_size=1, max_size=2))
     if draw(st.booleans()):  # the scenario first, so its env keys are the ones in play
         sets.insert(0, f"env.kind={draw(st.sampled_from(KINDS))}")
     args = [f"--set={s}" for s in sets]
@@ -172,9 +182,10 @@ def test_fuzz_set_and_sweep_overrides_never_reach_a_traceback():
         codes[r.code] = codes.get(r.code, 0) + 1
 
     case()
+    print(f"simulate --dry-run with generated --set/--sweep: {len(seen)} cases, exit codes {codes}")
     assert len(seen) >= CASES["set"] and not out.exists()
     # both sides of the line are tried: some cases validate, most are refused
-    assert codes.get(0, 0) >= CASES["set"] // 40 and codes.get(2, 0) >= CASES["set"] // 2, codes
+    assert codes.get(0, 0) >= CASES["set"] // 20 and codes.get(2, 0) >= CASES["set"] // 2, codes
 
 
 SECTIONS = sorted({k.split(".")[0] for k in KEYS})
@@ -225,6 +236,7 @@ def test_fuzz_config_files_never_reach_a_traceback():
         seen.append(content)
 
     case()
+    print(f"simulate --dry-run on generated config files: {len(seen)} cases")
     assert len(seen) >= CASES["yaml"] and not (tmp / "never-written").exists()
 
 
@@ -272,6 +284,7 @@ def test_fuzz_report_on_run_files_of_any_shape_never_reaches_a_traceback():
         seen.append(files)
 
     case()
+    print(f"report on generated run files: {len(seen)} cases")
     assert len(seen) >= CASES["report"]
 
 
@@ -314,4 +327,5 @@ def test_fuzz_tiny_runs_write_only_finite_numbers():
         seen.append(args)
 
     case()
+    print(f"tiny runs: {len(seen)} cases, {len(wrote)} wrote a strict-JSON summary, the rest refused in one line")
     assert len(seen) >= CASES["run"] and wrote, (len(seen), len(wrote))

@@ -159,7 +159,8 @@ def fig_training(d: RunData, ax_pair):
     ax1.set(xlabel="iteration", title="efficiency over training")
     ax2.set(xlabel="iteration", title="utility over training")
     for ax in (ax1, ax2):
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         ax.set_xlim(0, max(steps) * 1.02)
     return "Efficiency and utility logged during training (metrics.jsonl)."
 
