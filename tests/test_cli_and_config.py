@@ -62,13 +62,17 @@ def test_bad_values_name_the_key(override, names):
 def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("population: [1, 2\n")
+    (tmp_path / "[red]x[").mkdir()
+    binary = tmp_path / "[red]x[" / "]binary.yaml"  # a binary file whose path holds rich markup (issue 17)
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     cases = [["simulate", "nonexistent_preset"], ["simulate", str(tmp_path / "missing.yaml")],
              ["simulate", str(bad_yaml)], ["simulate", "quickstart", "--set", "population.degree=0"],
-             ["simulate", "quickstart", "--set", "mechanism.kind=vcg"]]
+             ["simulate", "quickstart", "--set", "mechanism.kind=vcg"], ["simulate", str(binary)]]
     for args in cases:
         r = cli(*args, "--out", str(tmp_path / "o"))
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert str(binary) in r.stderr and "not UTF-8" in r.stderr  # printed literally, in a real process
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
