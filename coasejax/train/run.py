@@ -174,20 +174,22 @@ def _rewrite_metrics_log(path: Path, upto: int) -> int:
     return bad
 
 
-def append_line(fd: int, line: str) -> None:
-    """Append ``line`` to the ``O_APPEND`` file ``fd`` whole: one write of the complete line, and on a failed or short
-    write (a full disk) the file is cut back to where it was, so no torn line is left behind."""
+def append_line(fd: int, line: str, path: Path | None = None) -> None:
+    """Append ``line`` to the ``O_APPEND`` file ``fd`` (``path``, named in errors) whole: one write of the complete
+    line, and on a failed write (a full disk) the file is cut back to where it was, so no torn line is left behind."""
     data = line.encode()
     size = os.fstat(fd).st_size
     try:
         done = 0
         while done < len(data):
             done += os.write(fd, data[done:])
-    except BaseException:
+    except BaseException as e:
         try:
             os.ftruncate(fd, size)
         except OSError:
             pass
+        if isinstance(e, OSError) and path is not None and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 
@@ -321,10 +323,11 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
                     row.update(means)
                     if seeds > 1:  # the report draws the spread over seeds
                         row["per_seed"] = {k: v for k, v in per_seed_lists(last_eval).items() if k in SPREAD_KEYS}
-                    # the log line of a checkpointed step goes after its checkpoint: a kill in between leaves a log
-                    # that ends at the previous checkpoint plus lines a resumption cuts away, never a line ahead
+                # the log line of a checkpointed step goes before its checkpoint: a kill in between leaves a line
+                # that the resumption from the previous checkpoint cuts away, never a checkpoint without its line
+                append_line(fd, json.dumps(row) + "\n", log_path)
+                if final or (cc.every and step % cc.every == 0):
                     ckpt.save(mngr, step, states, current, {cc.best_metric: means.get(cc.best_metric)}, meta)
-                append_line(fd, json.dumps(row) + "\n")
                 tb.scalars(step, row)
                 if on_chunk is not None:
                     on_chunk(step, row)
