@@ -216,7 +216,8 @@ def check_finite(scenario, rounds: int, per_round: dict, last, where: str = "") 
     hit = first_nonfinite(per_round, scenario.sentinels)
     if hit is not None:
         name, r, value = hit
-        what = (f"the {name[:-len('_nonfinite')]} of {value:.0f} agent(s) went non-finite" if name.endswith("_nonfinite")
+        counted = name.endswith("_nonfinite")  # a count of agents, e.g. wealth_nonfinite
+        what = (f"the {name[:-len('_nonfinite')]} of {value:.0f} agent(s) went non-finite" if counted
                 else f"{name} went non-finite ({value})")
         raise NonFiniteError(f"{what} in round {r + 1} of {rounds}{where}: an infinite or NaN setting, or a float32 "
                              "overflow (magnitudes above 3.4e38); no summary is written")

@@ -122,8 +122,6 @@ PAIR_ROUNDOFF = 2.0**-47
 F32_MAX = float(np.finfo(np.float32).max)
 #: a run whose money residual exceeds this fraction of its gross flows stops with an error (:func:`check_conserved`)
 MONEY_TOLERANCE = 1e-5
-#: a money setting the pair would hold to worse than this fraction of itself, at the configured wealth, is refused
-HELD_TO = 1e-3
 
 
 def add_money(hi: jax.Array, lo: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -149,11 +147,11 @@ def conservation(stored_change: float, flows: dict) -> float:
     """The relative money residual ``|Σ_i (m_i' − m_i) − accounted| / gross`` of a whole episode, from the wealth
     actually stored (``stored_change``, summed in float64 from the initial and final wealth pairs,
     :func:`coasejax.population.money`) and the per-round totals of :class:`MoneyFlows` (``flows``: field → total
-    over rounds, in float64). With no flows at all, any stored change is an infinite residual."""
+    over rounds, in float64). The scale has a floor of 1e-30: with no flows at all, any stored change is a huge
+    residual, and no change none."""
     accounted = accounted_change(flows["to_emitters"], flows["from_victims"], flows["transaction_costs"],
                                  flows["tax_paid"], flows["tax_recycled"], flows["fees"])
-    gap = abs(stored_change - accounted)
-    return gap / flows["gross"] if flows["gross"] > 0 else (0.0 if gap == 0 else math.inf)
+    return abs(stored_change - accounted) / max(flows["gross"], 1e-30)
 
 
 def resolution(rounds: int, wealth_scale: float) -> float:
@@ -204,8 +202,10 @@ def check_magnitudes(cfg) -> None:
     * an initial wealth beyond float32's range, or so large that a round's changes overflow it;
     * an amount of money (a transaction cost, a tax, a flat fee) whose per-round total over every party overflows
       float32 (``value · N · (k + 1) > F32_MAX / 4``);
-    * a nonzero amount the wealth pair holds to worse than :data:`HELD_TO` of itself at the largest initial wealth
-      (``value < PAIR_ROUNDOFF · m_max / HELD_TO``): it would vanish from, or be distorted in, the stored wealth."""
+    * a nonzero amount below the wealth pair's resolution at the largest initial wealth (``value < PAIR_ROUNDOFF ·
+      m_max``): it may vanish from the stored wealth. (A float32 wealth alone would refuse anything below
+      ``UNIT_ROUNDOFF · m_max``, e.g. costs under 6 at wealth 10⁸.) Amounts above it that the pair still cannot hold
+      faithfully against the other flows are caught after the run (:func:`check_conserved`)."""
     p = cfg.population
     m_max = wealth_bound(p.wealth)
     limit = F32_MAX / 4
@@ -213,7 +213,7 @@ def check_magnitudes(cfg) -> None:
         raise MoneyError(f"population.wealth={p.wealth}: wealth up to {m_max:.3g} is beyond what float32 can hold "
                          f"with room for a round's changes (at most {limit:.3g})")
     parties = p.n_agents * (p.degree + 1)
-    floor = PAIR_ROUNDOFF * m_max / HELD_TO
+    floor = PAIR_ROUNDOFF * m_max
     for key, v in money_settings(cfg):
         if v == 0:
             continue
@@ -222,5 +222,5 @@ def check_magnitudes(cfg) -> None:
                              f"overflows float32 (at most {limit:.3g}); use at most {limit / parties:.3g}")
         if abs(v) < floor:
             raise MoneyError(f"{key}={v:g} is below what the ledger holds at wealth up to {m_max:.3g} "
-                             f"(population.wealth): its float32 pair keeps money to about {PAIR_ROUNDOFF * m_max:.2g} there, "
-                             f"so an amount must be 0 or at least {floor:.2g}; lower the wealth or raise {key}")
+                             f"(population.wealth): its float32 pair keeps money to about {floor:.2g} there, so an "
+                             f"amount must be 0 or at least that; lower the wealth or raise {key}")
