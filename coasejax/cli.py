@@ -343,6 +343,17 @@ def _command():
     return typer.main.get_command(app)
 
 
+#: the other one-line errors of bad input (a checkpoint, a compare entry, a run file), by module: a module that was
+#: never imported raised none of them
+BAD_INPUT_ERRORS = (("coasejax.checkpoint", "CheckpointError"), ("coasejax.eval.compare", "CompareError"),
+                    ("coasejax.eval.report", "ReportError"))
+
+
+def _bad_input_errors() -> tuple[type, ...]:
+    found = (getattr(sys.modules.get(module), name, None) for module, name in BAD_INPUT_ERRORS)
+    return tuple(c for c in found if isinstance(c, type))
+
+
 def _device_out_of_memory(e: BaseException) -> bool:
     return type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e)
 
@@ -367,6 +378,9 @@ def main() -> None:
         print_error("out of host memory; lower population.n_agents or sim.envs")
         sys.exit(EXIT_ENVIRONMENT)
     except Exception as e:  # noqa: BLE001  (the last line of defence: one line, never a traceback)
+        if isinstance(e, _bad_input_errors()):
+            print_error(e)
+            sys.exit(EXIT_BAD_INPUT)
         if _device_out_of_memory(e):
             print_error(f"out of device memory ({str(e).splitlines()[0][:200]}); lower population.n_agents or "
                         f"sim.envs")

@@ -330,6 +330,13 @@ def test_an_internal_error_is_one_line_exit_1(monkeypatch, tmp_path):
                     "a bug [/] here", "COASEJAX_TRACEBACK=1")
 
 
+def test_a_checkpoint_error_that_reaches_main_is_bad_input(monkeypatch, tmp_path):
+    from coasejax.checkpoint import CheckpointError
+
+    monkeypatch.setattr("coasejax.simulate.build", _raise(CheckpointError("checkpoint 5 [/] is from another scenario")))
+    assert_one_line(simulate("quickstart", "-q", "--out", tmp_path / "o"), 2, "checkpoint 5 [/] is from another")
+
+
 def test_a_device_out_of_memory_is_exit_3(monkeypatch, tmp_path):
     XlaRuntimeError = type("XlaRuntimeError", (RuntimeError,), {})
     monkeypatch.setattr("coasejax.simulate.build", _raise(XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory\nmore")))
