@@ -390,6 +390,33 @@ def test_the_cli_resumes_past_a_corrupt_checkpoint_with_one_warning_line(es_run,
     assert outcome(out)["rows"] == ref["rows"]
 
 
+def test_a_run_directory_never_holds_files_of_two_runs(es_run, tmp_path, capfd):
+    """A resumption that will train removes the end-of-run files first (a kill then leaves checkpoints and a log of one
+    run, no summary of the earlier end); a fresh run refuses a directory holding another run's summary.json."""
+    cfg, trainer, ref_dir, ref_summary, ref = es_run
+    out = tmp_path / "run"
+    shutil.copytree(ref_dir, out)
+    for name in ("summary.json", "config.yaml"):
+        (out / name).write_text("{}\n")  # stand-ins for the CLI's end-of-run files
+    assert (out / "strategy.json").exists()
+    shutil.rmtree(out / "checkpoints" / "40")
+    with inject("chunk", 2):
+        with pytest.raises(Killed):
+            trun.train(cfg, out, resume=True, trainer=trainer)
+    assert not [n for n in trun.END_OF_RUN if (out / n).exists()]
+    assert [r["step"] for r in trun.read_metrics_log(out / "metrics.jsonl")[0]] == [5, 10, 15, 20, 25, 30, 35]
+    summary = trun.train(cfg, out, resume=True, trainer=trainer)
+    assert_same(outcome(out), ref, summary, ref_summary)
+
+    other = tmp_path / "simulated"
+    other.mkdir()
+    (other / "summary.json").write_text("{}\n")
+    sets = [a for s in ES for a in ("--set", s)]
+    code, err = cli_in_process(capfd, "train", "auction_first_price", *sets, "--out", str(other), "-q")
+    assert code == 2 and "summary.json of another run" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in other.iterdir()) == ["summary.json"]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # full and read-only disks
 # ----------------------------------------------------------------------------------------------------------------------

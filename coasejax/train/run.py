@@ -396,11 +396,11 @@ def evaluate_checkpoint(run_dir: Path, step: int | None, seed: int) -> dict:
     directory = run_dir / "checkpoints"
     if not directory.is_dir():
         raise ckpt.CheckpointError(f"{run_dir}: no checkpoints/ folder (is it the --out of a coasejax train run?)")
-    mngr = ckpt.manager(directory, read_only=True)
-    step = ckpt.resolve_step(mngr, step, "--step")
-    cfg = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
-    trainer = Trainer(cfg, make_algo(cfg))
-    states = ckpt.restore(mngr, step, trainer.algo.init_states())
+    with ckpt.manager(directory, read_only=True) as mngr:
+        step = ckpt.resolve_step(mngr, step, "--step")
+        cfg = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
+        trainer = Trainer(cfg, make_algo(cfg))
+        states = ckpt.restore(mngr, step, trainer.algo.init_states())
     per_seed = trainer.evaluate(states.params, jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_STREAM + 1))
     return {"run_dir": str(run_dir), "step": step, "eval_seed": seed, "game": trainer.algo.name,
             **mean_metrics(per_seed), "per_seed": per_seed_lists(per_seed)}
