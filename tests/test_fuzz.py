@@ -27,7 +27,7 @@ from coasejax.config.training import ENV_SECTIONS
 from tests.test_validation import run_cli
 
 ENV_FAULT = 3
-CASES = {"set": 360, "yaml": 150, "report": 30, "run": 4}  # 544 generated cases per run
+CASES = {"set": 360, "yaml": 150, "train": 100, "report": 30, "run": 4}  # 644 generated cases per run
 FUZZ = dict(deadline=None, derandomize=True, database=None, print_blob=False,
             suppress_health_check=list(HealthCheck))
 
@@ -186,6 +186,31 @@ def test_fuzz_set_and_sweep_overrides_never_reach_a_traceback():
     assert len(seen) >= CASES["set"] and not out.exists()
     # both sides of the line are tried: some cases validate, most are refused
     assert codes.get(0, 0) >= CASES["set"] // 20 and codes.get(2, 0) >= CASES["set"] // 2, codes
+
+
+def test_fuzz_train_validation_never_reaches_a_traceback(monkeypatch):
+    """``train`` validates (the config, then what the scenario can train) before it trains; the stand-in for the
+    training's preflight ends a case that got that far with exit 0, so no case trains."""
+    import typer
+
+    def stop(cfg, out, resume):
+        raise typer.Exit(0)
+
+    monkeypatch.setattr("coasejax.train.run.preflight", stop)
+    seen, codes = [], {}
+    tmp = Path(tempfile.mkdtemp())
+
+    @settings(max_examples=CASES["train"], **FUZZ)
+    @given(cli_case(), st.sampled_from(["auction_first_price", "coase_es", "coase_ppo", "auction_double"]))
+    def case(args, preset):
+        r = run_cli("train", preset, "-q", "--out", tmp / "out", *[a for a in args if not a.startswith("--sweep")])
+        check(r, args)
+        seen.append(args)
+        codes[r.code] = codes.get(r.code, 0) + 1
+
+    case()
+    print(f"train validation with generated --set: {len(seen)} cases, exit codes {codes}")
+    assert len(seen) >= CASES["train"] and codes.get(0, 0) >= 5, codes
 
 
 SECTIONS = sorted({k.split(".")[0] for k in KEYS})
