@@ -44,7 +44,7 @@ def train(
     config: Annotated[str, typer.Argument(help="A preset name (e.g. auction_first_price) or a YAML file.")],
     set_: SetOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory [default: runs/NAME].")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest intact checkpoint in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
 ) -> None:
     """Train advocate policies (smoothed gradient ascent, evolution strategies or PPO, self-play); writes
