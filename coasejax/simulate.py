@@ -43,6 +43,8 @@ class Simulation:
     advocates: list  # what acts for each provider (agents.Source)
     settings: list = field(default_factory=list)  # sweep settings ({key: value} each); empty: no sweep
     setting_configs: list = field(default_factory=list)
+    watch_chunk: Callable | None = None  # the chunk with the state's finiteness per round (run only on a failure)
+    watched: Any = None  # its result, bool[..., E, T], once run (:func:`state_finite_per_round`)
 
     @property
     def graph(self):
@@ -121,22 +123,22 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
 
     chunk = chunk or chunk_length(cfg.sim.rounds)
 
-    def run_envs(keys, state, params):
-        return jax.vmap(lambda k, s: scenarios.rollout(scenario, act, k, s, params, chunk))(keys, state)
+    def chunk_of(watch: bool):
+        def run_envs(keys, state, params):
+            return jax.vmap(lambda k, s: scenarios.rollout(scenario, act, k, s, params, chunk, watch))(keys, state)
 
-    if setting_list:
-        def run_chunk(keys, state, params):
-            return jax.vmap(run_envs, in_axes=(None, 0, 0))(keys, state, params)
-    else:
-        run_chunk = run_envs
+        if not setting_list:
+            return run_envs
+        return lambda keys, state, params: jax.vmap(run_envs, in_axes=(None, 0, 0))(keys, state, params)
 
+    run_chunk = chunk_of(False)
     t0 = time.perf_counter()
     runner = jax.jit(run_chunk, donate_argnums=(1,)).lower(keys, state, params).compile()
     compile_seconds = time.perf_counter() - t0
     return Simulation(cfg=cfg, scenario=scenario, params=params, state=state, keys=keys, chunk=chunk, runner=runner,
                       compile_seconds=compile_seconds,
                       sharded_over=len(mesh.devices.flat) if mesh is not None else 1, advocates=sources,
-                      settings=setting_list, setting_configs=setting_cfgs)
+                      settings=setting_list, setting_configs=setting_cfgs, watch_chunk=chunk_of(True))
 
 
 def roll_out(sim: Simulation, on_chunk: Callable[[int], None] | None = None):
@@ -173,8 +175,6 @@ def first_nonfinite(per_round: dict, sentinels=(), t_axis: int = 1) -> tuple[str
     for name, v in per_round.items():
         v = np.asarray(v)
         bad = ~np.isfinite(v)
-        if name.endswith("_nonfinite"):  # a count of agents whose state went non-finite in the round
-            bad |= v > 0
         if name in sentinels:
             bad &= ~np.isneginf(v)
         if not bad.any():
@@ -210,29 +210,48 @@ def _nonfinite_entry(obj, prefix: str = "") -> tuple[str, float] | None:
     return None
 
 
-def check_finite(scenario, rounds: int, per_round: dict, last, where: str = "") -> None:
+def state_finite_per_round(sim: Simulation) -> np.ndarray:
+    """``bool[..., E, T]``: whether each environment's state was finite after each round, from a second rollout of
+    the episode with the watching chunk (compiled and run only when a run's final state is not finite, so a run
+    that stays finite pays nothing for it). Rounds are keyed by their index, so the rerun repeats the run exactly."""
+    if sim.watched is None:
+        runner = jax.jit(sim.watch_chunk, donate_argnums=(1,))
+        state, flags = jax.tree.map(jnp.copy, sim.state), []
+        for _ in range(sim.cfg.sim.rounds // sim.chunk):
+            state, (_, finite) = runner(sim.keys, state, sim.params)
+            flags.append(np.asarray(finite))
+        sim.watched = np.concatenate(flags, axis=-1)
+    return sim.watched
+
+
+def check_finite(sim: Simulation, rounds: int, per_round: dict, last, where: str = "", index: int | None = None):
     """Raise :class:`NonFiniteError` naming the per-round metric and the round (1-based) where the run went
-    non-finite, or else the float of the final state that is not finite."""
-    hit = first_nonfinite(per_round, scenario.sentinels)
+    non-finite, or else the float of the final state that is not finite and the round where it went so (``index``:
+    the sweep setting)."""
+    hit = first_nonfinite(per_round, sim.scenario.sentinels)
     if hit is not None:
         name, r, value = hit
-        counted = name.endswith("_nonfinite")  # a count of agents, e.g. wealth_nonfinite
-        what = (f"the {name[:-len('_nonfinite')]} of {value:.0f} agent(s) went non-finite" if counted
-                else f"{name} went non-finite ({value})")
-        raise NonFiniteError(f"{what} in round {r + 1} of {rounds}{where}: an infinite or NaN setting, or a float32 "
-                             "overflow (magnitudes above 3.4e38); no summary is written")
+        raise NonFiniteError(f"{name} went non-finite ({value}) in round {r + 1} of {rounds}{where}: an infinite or "
+                             "NaN setting, or a float32 overflow (magnitudes above 3.4e38); no summary is written")
     leaf = _nonfinite_leaf(last)
     if leaf is not None:
-        raise NonFiniteError(f"the state's {leaf} is not finite after round {rounds}{where}: a float32 overflow "
-                             "(magnitudes above 3.4e38); no summary is written")
+        finite = state_finite_per_round(sim) if sim.watch_chunk is not None else None
+        if finite is not None and index is not None:
+            finite = finite[index]
+        when = f"after round {rounds}"
+        if finite is not None and not finite.all():
+            per_t = np.moveaxis(finite, -1, 0).reshape(finite.shape[-1], -1).all(axis=1)
+            when = f"in round {int(np.argmin(per_t)) + 1} of {rounds}"
+        raise NonFiniteError(f"the state's {leaf} went non-finite {when}{where}: a float32 overflow (magnitudes "
+                             "above 3.4e38); no summary is written")
 
 
 def summary_of(sim: Simulation, cfg: Config, params, per_round: dict, seconds: float, first, last,
-               where: str = "") -> dict:
+               where: str = "", index: int | None = None) -> dict:
     """The scenario's summary plus what every run reports: throughput, timing, devices, the advocates. Every number
     in it is finite, or :class:`NonFiniteError` names the quantity and the round where it went non-finite."""
     n, t, e = cfg.population.n_agents, cfg.sim.rounds, cfg.sim.envs
-    check_finite(sim.scenario, t, per_round, last, where)
+    check_finite(sim, t, per_round, last, where, index)
     summary = sim.scenario.summarise(cfg, params, per_round, first, last)
     hit = _nonfinite_entry(summary)
     if hit is not None:
@@ -267,7 +286,7 @@ def run_sweep(sim: Simulation, on_chunk: Callable[[int], None] | None = None) ->
     for i, (setting, cfg_i) in enumerate(zip(sim.settings, sim.setting_configs)):
         pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
         s = summary_of(sim, cfg_i, pick(sim.params), {k: v[i] for k, v in per_round.items()}, seconds, pick(first),
-                       pick(last), f" (sweep setting {setting})")
+                       pick(last), f" (sweep setting {setting})", i)
         s["agent_steps_per_second"] *= len(sim.settings)  # the whole sweep ran in `seconds`
         rows.append({"setting": setting, **s})
     return rows

@@ -155,7 +155,6 @@ class RoundMetrics(NamedTuple):
     tax_recycled: jax.Array  # ... and handed back in the same round
     fees: jax.Array  # fees collected by providers
     gross_flows: jax.Array  # MoneyFlows.gross: the scale of the conservation residual
-    wealth_nonfinite: jax.Array  # agents whose stored wealth is not finite after the round (an overflow; must be 0)
     state_violations: jax.Array  # agents whose activity or wealth breaks a state rule (must be 0)
     red_line_excess: jax.Array  # max over honoured deals of (harm − red line) of any victim (−inf: none/no red lines)
     binding: jax.Array  # f32[C] bargains in which each enabled constraint changed an action (see constraint_names)
@@ -685,7 +684,6 @@ def _account(params: EnvParams, state: EnvState, cx: _Context, deal: _Deal, d_we
         tax_recycled=flows.tax_recycled,
         fees=flows.fees,
         gross_flows=flows.gross,
-        wealth_nonfinite=jnp.sum(~jnp.isfinite(new_wealth), dtype=jnp.float32),
         state_violations=jnp.sum(violation, dtype=jnp.float32),
         red_line_excess=deal.red_excess,
         binding=binding,

@@ -123,16 +123,24 @@ def get(name: str) -> Scenario:
 ACT_STREAM = 0x61637473
 
 
-def rollout(scenario: Scenario, act: Callable, key: jax.Array, state, params, length: int):
+def finite_state(state) -> jax.Array:
+    """``bool``: every float of ``state`` is finite (one pass over every per-agent array)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def rollout(scenario: Scenario, act: Callable, key: jax.Array, state, params, length: int, watch: bool = False):
     """``length`` rounds under ``lax.scan``: each round the advocates ``act(key, params, state, obs)`` and the
     scenario steps. Round t's step draws from ``fold_in(key, t)`` (``t`` the state's round counter when it has one,
     else the index in this scan), so an episode cut into chunks gives the same numbers as one scan; the advocates draw
-    from ``fold_in`` of that with :data:`ACT_STREAM`. Returns the final state and the stacked metrics."""
+    from ``fold_in`` of that with :data:`ACT_STREAM`. Returns the final state and the stacked metrics; with ``watch``
+    the metrics are ``(metrics, bool[length])``, whether the state was finite after each round (a pass over the
+    state per round, so only to find the round where a run went non-finite)."""
 
     def body(s, i):
         k = jax.random.fold_in(key, getattr(s, "t", i))
         actions = act(jax.random.fold_in(k, ACT_STREAM), params, s, scenario.observe(params, s))
         s, tr = scenario.step(k, s, actions, params)
-        return s, tr.metrics
+        return s, ((tr.metrics, finite_state(s)) if watch else tr.metrics)
 
     return jax.lax.scan(body, state, jnp.arange(length))
