@@ -75,19 +75,25 @@ def test_inner_layers_only_narrow_the_outer_room(stack, value):
 # the engine under random layer settings: zero state violations, money conserved
 # ---------------------------------------------------------------------------------------------------------------------
 
+def money(hi: float):
+    """An amount of money: 0 or at least 1e-6 (a subnormal such as 2e-311 is below what the ledger holds at any
+    wealth and refused up front, see tests/test_accounting_scale.py)."""
+    return st.one_of(st.just(0.0), st.floats(1e-6, hi))
+
+
 layer_settings = st.fixed_dictionaries({
     "state__rights": st.sampled_from(["emitter", "victim"]),
     "mechanism__kind": st.sampled_from(["none", "nash", "lindahl", "clarke", "alternating"]),
     "state__activity_cap": st.one_of(st.none(), st.floats(0, 3)),
     "state__cap_share": st.floats(0, 1),
-    "state__pigou_tax": st.floats(0, 1.5),
+    "state__pigou_tax": money(1.5),
     "state__tax_recycling": st.sampled_from(["lump_sum", "victims"]),
     "state__budget_rule": st.booleans(),
     "state__enforcement": st.floats(0.5, 1),
-    "state__tc_floor": st.floats(0, 0.05),
+    "state__tc_floor": money(0.05),
     "providers__count": st.integers(1, 3),
     "providers__fee": st.floats(0, 0.5),
-    "providers__fee_flat": st.floats(0, 0.02),
+    "providers__fee_flat": money(0.02),
     "providers__conduct": st.one_of(st.none(), st.floats(0, 0.5)),
     "providers__switching_rate": st.floats(0, 0.5),
     "providers__protocol": st.one_of(st.none(), st.lists(st.sampled_from(["none", "nash", "lindahl", "clarke",
@@ -113,7 +119,7 @@ def test_random_layer_settings_never_violate_the_state_and_conserve_money(overri
     # conserved up to rounding: the flows' float32 sums (1e-5 of them) plus what float32 storage of the wealth may
     # lose, which is systematic when agents are identical (a flat fee of 6e-4 on wealth 100 rounds the same way
     # for every agent): money_resolution_rel is that loss's bound, 2^-24·T·Σm, over the gross flows
-    assert s["money_residual_rel"] <= 1e-5 + s["money_resolution_rel"], s["money_resolution_rel"]
+    assert s["money_residual_rel"] <= 1e-5, (s["money_residual_rel"], s["money_resolution_rel"])
     if s["red_line_excess"] is not None:  # no victim accepted harm above its red line
         assert s["red_line_excess"] <= 1e-5
 
