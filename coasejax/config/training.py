@@ -207,8 +207,6 @@ class TrainConfig(_Section):
                              "reserve (a logistic in the bid)")
     smoothing_final: float = Field(0.001, gt=0.0, le=1.0, description="gradient: the bandwidth at the last "
                                    "iteration (geometric decay from train.smoothing)")
-    knot_stride: int = Field(32, ge=1, le=65_536, description="gradient: the opposing bids' CDF is interpolated "
-                             "between every this-many-th order statistic")
     win_weight_floor: float = Field(0.001, ge=0.0, le=1.0, description="gradient: each value's utility is weighted "
                                     "by 1/max(P(win), this) (0: unweighted)")
     # PPO (train.algo: ppo)

@@ -19,9 +19,10 @@ Two ways to evaluate play, which agree in expectation (tested):
   played against all M opponent draws at ``O(log M)`` cost. ES training and the best-response search use it.
 
 Gradient training (:mod:`coasejax.train.gradient`) needs a utility that is differentiable in the bid:
-:func:`smoothed_utility` plays against :func:`knots`, the empirical distribution of the opposing bid interpolated
-linearly between every ``stride``-th order statistic (an equal-mass histogram: its density adapts to where the bids
-lie), with admission at the reserve smoothed by a logistic of bandwidth h.
+:func:`stratified_utility` plays against :func:`opposing_cdf`, the product of the opponents' bid CDFs (their values
+are independent), each one's CDF interpolated between its bids at M stratified quantiles of F (:func:`bid_cdf`), so
+that even a chance of winning of 10⁻³⁰ (a low value among ten bidders) is resolved, with admission at the reserve
+smoothed by a logistic of bandwidth h.
 """
 
 from __future__ import annotations
@@ -157,64 +158,6 @@ def interim_utility(role: jax.Array, value: jax.Array, bid: jax.Array, opp: Oppo
     return jnp.where(admitted, u, 0.0)
 
 
-class Knots(NamedTuple):
-    """The opposing bid's empirical CDF and partial mean at every ``stride``-th order statistic of a sample."""
-
-    x: jax.Array  # f32[K] knots: order statistics 0, stride, 2 stride, …, and the largest
-    cdf: jax.Array  # f32[K] share of the sample below each knot
-    partial: jax.Array  # f32[K] mean of B·1{B < knot} over the sample
-    mean: jax.Array  # f32[] mean of the sample
-
-
-def knots(bids: jax.Array, stride: int) -> Knots:
-    """:class:`Knots` of ``f32[M]`` opposing bids (``stride`` divides M or not: the largest draw is always a knot)."""
-    m = bids.shape[0]
-    s = jnp.sort(bids)
-    idx = jnp.concatenate([jnp.arange(0, m, stride), jnp.array([m - 1])])
-    prefix = jnp.concatenate([jnp.zeros((1,), s.dtype), jnp.cumsum(s)])
-    count = jnp.where(jnp.arange(idx.shape[0]) == idx.shape[0] - 1, m, idx)  # the last knot has the whole sample below
-    return Knots(s[idx], count / m, prefix[count] / m, prefix[m] / m)
-
-
-def _interp(b: jax.Array, kn: Knots, y: jax.Array) -> jax.Array:
-    """Piecewise-linear ``y`` at ``b`` between the knots: 0 below the first, ``y[-1]`` above the last."""
-    x = kn.x
-    i = jnp.clip(jnp.searchsorted(x, b, side="right", method="scan"), 1, x.shape[0] - 1)
-    t = jnp.clip((b - x[i - 1]) / jnp.maximum(x[i] - x[i - 1], 1e-9), 0.0, 1.0)
-    out = y[i - 1] + t * (y[i] - y[i - 1])
-    return jnp.where(b < x[0], 0.0, jnp.where(b >= x[-1], y[-1], out))
-
-
-def smoothed_win(bid: jax.Array, kn: Knots, role: jax.Array, params: AuctionParams) -> jax.Array:
-    """The (interpolated) chance that ``bid`` beats the opposing bid: ``P(B < b)``, or ``P(B ≥ s)`` for the seller."""
-    below = _interp(bid, kn, kn.cdf)
-    return jnp.where(mirrored(params, role), 1.0 - below, below)
-
-
-def smoothed_utility(role: jax.Array, value: jax.Array, bid: jax.Array, kn: Knots, params: AuctionParams,
-                     bandwidth: float | jax.Array) -> jax.Array:
-    """:func:`interim_utility` against the interpolated :func:`knots`, differentiable in ``bid``; a bid's admission
-    at the reserve r is ``sigmoid((b − r)/bandwidth)`` (so a bidder below r still feels whether taking part would
-    pay), exact as ``bandwidth → 0``."""
-    c, part = _interp(bid, kn, kn.cdf), _interp(bid, kn, kn.partial)
-    if params.format == "double":
-        k = params.k
-        buyer = c * (value - k * bid) - (1.0 - k) * part
-        seller = k * (kn.mean - part) + (1.0 - c) * ((1.0 - k) * bid - value)
-        return jnp.where(role == 0, buyer, seller)
-    r = params.reserve
-    if params.format == "first_price":
-        u = (value - bid) * c
-    elif params.format == "second_price":
-        at_r = jnp.minimum(bid, r)
-        u = value * c - (r * _interp(at_r, kn, kn.cdf) + part - _interp(at_r, kn, kn.partial))
-    elif params.format == "all_pay":
-        u = value * c - bid
-    else:
-        raise ValueError(f"unknown auction format {params.format!r}")
-    return jnp.where(r > 0, u * jax.nn.sigmoid((bid - r) / bandwidth), u)
-
-
 def roles(params: AuctionParams, shared: bool) -> tuple[jax.Array, jax.Array]:
     """``(role_provider i32[R], focal_role i32[P])``: who serves each role, and each provider's deviating role.
 
@@ -252,3 +195,78 @@ def observe(v: jax.Array, params: AuctionParams, with_win_prob: bool) -> jax.Arr
 def bid_range(params: AuctionParams) -> tuple[float, float]:
     """Bids a policy may make, ``[0, 1]`` (values lie in [0, 1]; higher bids are dominated)."""
     return 0.0, 1.0
+
+
+class BidCDF(NamedTuple):
+    """Each opponent's bid CDF, from its bids at M stratified types: knots ``x f32[O, M+1]`` (0, then the sorted
+    bids) and levels ``level f32[O, M+1]`` (0, then ``(j + shift)/M``), interpolated linearly between them."""
+
+    x: jax.Array
+    level: jax.Array
+
+
+def bid_cdf(bids: jax.Array, shift: jax.Array) -> BidCDF:
+    """:class:`BidCDF` of ``f32[O, M]`` bids made at the types of quantiles ``(j + shift)/M``, j = 0 … M − 1."""
+    o, m = bids.shape
+    s = jnp.sort(bids, axis=-1)
+    lv = (jnp.arange(m, dtype=jnp.float32) + shift) / m
+    x = jnp.concatenate([jnp.zeros((o, 1), s.dtype), s], axis=-1)
+    level = jnp.concatenate([jnp.zeros((o, 1), s.dtype), jnp.broadcast_to(lv, (o, m))], axis=-1)
+    return BidCDF(x, level)
+
+
+def _lin(b: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Piecewise-linear ``y`` at ``b`` between the knots ``x`` (``y[-1]`` above the last)."""
+    i = jnp.clip(jnp.searchsorted(x, b, side="right", method="scan"), 1, x.shape[0] - 1)
+    t = jnp.clip((b - x[i - 1]) / jnp.maximum(x[i] - x[i - 1], 1e-12), 0.0, 1.0)
+    return jnp.where(b >= x[-1], y[-1], y[i - 1] + t * (y[i] - y[i - 1]))
+
+
+def opposing_cdf(b: jax.Array, cdf: BidCDF, power: jax.Array) -> jax.Array:
+    """``P(every opponent bids below b)``: the product of the opponents' CDFs at ``b``, opponent o's raised to
+    ``power[o]`` (``n − 1`` for one shared CDF; 0 for the focal role itself)."""
+    h = jax.vmap(lambda x, y: _lin(b, x, y))(cdf.x, cdf.level)
+    pw = jnp.reshape(power, (-1,) + (1,) * b.ndim)
+    return jnp.prod(jnp.where(pw == 0, 1.0, h) ** pw, axis=0)
+
+
+_GL_T, _GL_W = (jnp.asarray(a, jnp.float32) for a in __import__("numpy").polynomial.legendre.leggauss(8))
+
+
+def _integral(lo, hi, f):
+    """``∫_lo^hi f`` by 8-point Gauss–Legendre quadrature (the utility's value; its gradient never needs it)."""
+    mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    return half * sum(w * f(mid + half * t) for t, w in zip(_GL_T, _GL_W))
+
+
+def stratified_utility(role: jax.Array, value: jax.Array, bid: jax.Array, cdf: BidCDF, power: jax.Array,
+                       params: AuctionParams, bandwidth: float | jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(utility, P(win))`` of ``bid`` at ``value`` against :func:`opposing_cdf` ``G``, differentiable in ``bid``.
+
+    The gradient is exact for the interpolated CDFs without integrating them: first price ``(v − b) G(b)``, all pay
+    ``v G(b) − b``, second price ``(v − max(b̄, r)) G(b)`` (``b̄`` the bid held constant: its derivative is
+    ``(v − b) g(b)``), plus the expected price's integral part ``∫ G`` as a constant; the double auction likewise.
+    Admission at the reserve r is ``sigmoid((b − r)/bandwidth)`` (a bidder below r still feels whether taking part
+    would pay), exact as ``bandwidth → 0``."""
+    sg = jax.lax.stop_gradient
+    G = lambda x: opposing_cdf(x, cdf, power)  # noqa: E731
+    r = params.reserve
+    if params.format == "double":
+        k = params.k
+        hb = G(bid)
+        buyer_sur = (value - k * bid - (1.0 - k) * sg(bid)) * hb
+        buyer = buyer_sur + sg((1.0 - k) * _integral(0.0, bid, G))
+        seller_sur = (1.0 - hb) * ((1.0 - k) * bid - value + k * sg(bid))
+        seller = seller_sur + sg(k * (_integral(bid, 1.0, lambda x: 1.0 - G(x))))
+        return jnp.where(role == 0, buyer, seller), jnp.where(role == 0, hb, 1.0 - hb)
+    g = G(bid)
+    if params.format == "first_price":
+        u = (value - bid) * g
+    elif params.format == "second_price":
+        pay_at = jnp.maximum(sg(bid), r)
+        u = (value - pay_at) * g + sg(_integral(jnp.minimum(bid, r), bid, G))
+    elif params.format == "all_pay":
+        u = value * g - bid
+    else:
+        raise ValueError(f"unknown auction format {params.format!r}")
+    return jnp.where(r > 0, u * jax.nn.sigmoid((bid - r) / bandwidth), u), g

@@ -16,8 +16,9 @@ each against the empirical distribution of ``train.opponents`` opposing bids dra
 current policies (:func:`coasejax.envs.auction.interim_utility`).
 
 Objective of a provider (``train.algo: gradient``, :mod:`coasejax.train.gradient`): the same ex-ante utility
-against the interpolated opposing-bid distribution (:func:`coasejax.envs.auction.smoothed_utility`), differentiable
-in the provider's own parameters (the opponents' bids are constants). Each value's utility is weighted by
+against the product of the opponents' bid CDFs, each from its bids at ``train.opponents`` stratified quantiles of F
+(:func:`coasejax.envs.auction.stratified_utility`), differentiable in the provider's own parameters (the opponents'
+bids are constants). Each value's utility is weighted by
 ``1/max(P(win), train.win_weight_floor)`` (a constant in the gradient, normalised to mean 1): a type that seldom wins
 gets as much say as one that often does. The weights change how fast each type learns, not where it stops — a
 policy at which every type's own utility is stationary is stationary for any positive weights.
@@ -79,19 +80,25 @@ def auction_game(cfg) -> Game:
         bids = jax.vmap(lambda c: bid_one(c, v, role))(candidates)  # f32[pop, B]
         return jnp.mean(auction.interim_utility(role, v[None, :], bids, opp, params), axis=1)
 
-    stride, floor = cfg.train.knot_stride, cfg.train.win_weight_floor
+    floor, n_r = cfg.train.win_weight_floor, params.n_roles
+    one_cdf = cfg.policy.shared and params.format != "double"  # every opponent plays the one shared policy
 
     def objective(key, stack, p, theta, bandwidth):
         k_opp, k_val = jax.random.split(key)
         role = focal_role[p]
-        values = auction.sample_values(k_opp, params, (n_opp, params.n_roles))
-        opposing = auction.opposing_bid(jax.lax.stop_gradient(bid_all(stack, values)), role, params)
-        kn = auction.knots(opposing, stride)
+        shift = jax.random.uniform(k_opp, ())
+        types = ((jnp.arange(n_opp, dtype=jnp.float32) + shift) / n_opp) ** (1.0 / params.power)  # F⁻¹, stratified
+        if one_cdf:
+            opp_bids = bid_one(take(stack, role_provider[0]), types, jnp.int32(0))[None, :]
+            power = jnp.array([n_r - 1], jnp.float32)
+        else:
+            opp_bids = jax.vmap(lambda j: bid_one(take(stack, role_provider[j]), types, j))(jnp.arange(n_r))
+            power = (jnp.arange(n_r) != role).astype(jnp.float32)
+        cdf = auction.bid_cdf(jax.lax.stop_gradient(opp_bids), shift)
         v = stratified_values(k_val, params, batch)
-        bids = bid_one(theta, v, role)
-        u = auction.smoothed_utility(role, v, bids, kn, params, bandwidth)
+        u, win = auction.stratified_utility(role, v, bid_one(theta, v, role), cdf, power, params, bandwidth)
         if floor > 0:
-            w = jax.lax.stop_gradient(1.0 / jnp.maximum(auction.smoothed_win(bids, kn, role, params), floor))
+            w = jax.lax.stop_gradient(1.0 / jnp.maximum(win, floor))
             return jnp.mean(u * w) / jnp.mean(w), jnp.mean(u)
         return jnp.mean(u), jnp.mean(u)
 
@@ -105,7 +112,7 @@ def auction_game(cfg) -> Game:
                 obs_dim=2 if cfg.policy.win_prob else 1, module=module,
                 fitness=fitness, metrics=metrics, objective=objective,
                 agents_per_iteration=cfg.train.population * batch + n_opp * params.n_roles,
-                opponent_draws=n_opp * params.n_roles, strategy=strategy)
+                opponent_draws=n_opp * (1 if one_cdf else n_r), strategy=strategy)
 
 
 STRATEGY_GRID = 101  # values at which the report draws the learned bid functions
