@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 FORMATS = ("first_price", "second_price", "all_pay", "double")
@@ -230,7 +231,7 @@ def opposing_cdf(b: jax.Array, cdf: BidCDF, power: jax.Array) -> jax.Array:
     return jnp.prod(jnp.where(pw == 0, 1.0, h) ** pw, axis=0)
 
 
-_GL_T, _GL_W = (jnp.asarray(a, jnp.float32) for a in __import__("numpy").polynomial.legendre.leggauss(8))
+_GL_T, _GL_W = (jnp.asarray(a, jnp.float32) for a in np.polynomial.legendre.leggauss(8))
 
 
 def _integral(lo, hi, f):
