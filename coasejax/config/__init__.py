@@ -18,6 +18,7 @@ import yaml
 from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from coasejax.config.training import StrictModel
+from coasejax.graphs import graph_problem
 
 
 class ConfigError(ValueError):
@@ -101,43 +102,6 @@ class Distribution(StrictModel):
 
 class _Section(StrictModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-def torus_shape(n: int) -> tuple[int, int]:
-    """R x L with R the largest divisor of N not above sqrt(N)."""
-    r = int(math.isqrt(n))
-    while n % r:
-        r -= 1
-    return r, n // r
-
-
-#: the least side of a torus grid: with 3 rows and columns an agent's ±1 neighbours are distinct agents, not itself
-TORUS_MIN_SIDE = 3
-
-
-def graph_problem(kind: str, n: int, k: int) -> str | None:
-    """Why a graph of this kind cannot hold N agents with k distinct out-neighbours each (None: it can)."""
-    if k >= n:
-        return (f"population.degree: must be smaller than population.n_agents (each agent harms k distinct other "
-                f"agents), got degree {k} with {n} agents")
-    if kind == "torus":
-        if k not in (4, 8):
-            return "population.degree: torus graphs allow degree 4 (von Neumann) or 8 (Moore)"
-        r, l = torus_shape(n)
-        if r < TORUS_MIN_SIDE:
-            near = [m for m in _torus_sizes_near(n)]
-            return (f"population.n_agents: a torus needs N = R × L with {TORUS_MIN_SIDE} ≤ R ≤ L (else an agent "
-                    f"is its own or a repeated neighbour); N = {n} factors at best as {r} × {l} (nearest sizes "
-                    f"that do: {', '.join(str(m) for m in near)}; or use another population.graph)")
-    return None
-
-
-def _torus_sizes_near(n: int) -> list[int]:
-    """The nearest agent counts below and above N that a torus can hold."""
-    ok = lambda m: m >= TORUS_MIN_SIDE ** 2 and torus_shape(m)[0] >= TORUS_MIN_SIDE  # noqa: E731
-    below = next((m for m in range(n - 1, TORUS_MIN_SIDE ** 2 - 1, -1) if ok(m)), None)
-    above = next(m for m in range(max(n + 1, TORUS_MIN_SIDE ** 2), n + 10_000) if ok(m))
-    return [m for m in (below, above) if m is not None and m <= 2**31 - 1]
 
 
 class PopulationConfig(_Section):
