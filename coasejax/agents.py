@@ -75,28 +75,27 @@ def load_policy(spec: str, scenario, params, key_name: str) -> LearnedPolicy:
     if not directory.is_dir():
         raise ConfigError(f"{key_name}: {run_dir} holds no checkpoints/ folder (is it the --out of coasejax train?)")
     try:
-        mngr = ckpt.manager(directory, read_only=True)
-        step = ckpt.resolve_step(mngr, step, f"{key_name} step")
-        meta = ckpt.saved_meta(mngr, step) or {}
-        saved = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
-        diff = _layout_diff(meta, scenario, scenario.spec(params))
-        if diff:
-            raise ConfigError(f"{key_name}: checkpoint {run_dir}:{step} does not fit this run: {diff}")
-        kinds = list(meta.get("advocates") or saved.providers.advocates())
-        if not 0 <= provider < saved.providers.count:
-            raise ConfigError(f"{key_name}: {spec!r} names provider {provider}, but the run trained "
-                              f"{saved.providers.count} (use @0 … @{saved.providers.count - 1})")
-        if provider < len(kinds) and kinds[provider] != "learned":
-            raise ConfigError(f"{key_name}: provider {provider} of {run_dir} played scripted {kinds[provider]} "
-                              f"advocates and was not trained; name a learned one with @P")
-        tree = ckpt.restore_raw(mngr, step)
+        with ckpt.manager(directory, read_only=True) as mngr:
+            step = ckpt.resolve_step(mngr, step, f"{key_name} step")
+            meta = ckpt.saved_meta(mngr, step) or {}
+            saved = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
+            diff = _layout_diff(meta, scenario, scenario.spec(params))
+            if diff:
+                raise ConfigError(f"{key_name}: checkpoint {run_dir}:{step} does not fit this run: {diff}")
+            kinds = list(meta.get("advocates") or saved.providers.advocates())
+            if not 0 <= provider < saved.providers.count:
+                raise ConfigError(f"{key_name}: {spec!r} names provider {provider}, but the run trained "
+                                  f"{saved.providers.count} (use @0 … @{saved.providers.count - 1})")
+            if provider < len(kinds) and kinds[provider] != "learned":
+                raise ConfigError(f"{key_name}: provider {provider} of {run_dir} played scripted {kinds[provider]} "
+                                  f"advocates and was not trained; name a learned one with @P")
+            tree = ckpt.restore_raw(mngr, step)
     except ckpt.CheckpointError as e:
         raise ConfigError(f"{key_name}: {e}") from None
     from coasejax.policies import policy_apply
 
     stack = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[0, provider]), tree["params"])  # seed 0
     apply = policy_apply(saved, scenario.spec(params), stack, meta.get("algo", saved.train.algo))
-    mngr.close()
     return LearnedPolicy(apply=apply, run_dir=str(run_dir), step=int(step), algo=saved.train.algo)
 
 

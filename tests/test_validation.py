@@ -179,6 +179,9 @@ def test_n_2_31_minus_1_fails_fast_with_an_estimate_of_the_bytes(tmp_path):
                                     "--out", tmp_path / "o"), 2, "population.n_agents", "2,147,483,647", " GB")
     assert time.perf_counter() - t0 < 5 and "need at least 189.0 GB" in line
     assert not (tmp_path / "o").exists()
+    line = assert_one_line(run_cli("train", "coase_es", "--set", f"population.n_agents={2**31 - 1}",
+                                   "--out", tmp_path / "t"), 2, "population.n_agents", " GB")
+    assert "need at least 189.0 GB" in line and not (tmp_path / "t").exists()
 
 
 def test_the_memory_estimate_scales_with_envs_and_sweeps(monkeypatch):

@@ -84,25 +84,25 @@ def load_entry(spec: str) -> Entry:
     if not directory.is_dir():
         raise CompareError(f"{spec}: not a run directory (with checkpoints/), RUN_DIR:STEP or a checkpoint folder "
                            f"(RUN/checkpoints/STEP), nor {SCRIPTED_PREFIX}NAME")
-    mngr = ckpt.manager(directory, read_only=True)
-    step = ckpt.resolve_step(mngr, step)
-    meta = ckpt.saved_meta(mngr, step)
-    if meta is None:
-        raise CompareError(f"{spec}: checkpoint {step} has no metadata (written by an older coasejax); retrain it")
-    try:
-        cfg = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
-    except ConfigError as e:
-        raise CompareError(str(e)) from None
-    name = f"{run}@{step}"
-    if meta.get("scenario") != "auction":
-        if (meta.get("advocates") or ["learned"])[0] == "truthful":  # provider 0 was scripted in training
-            return Entry(name=name, kind="truthful", cfg=cfg, meta=meta, spec="truthful")
-        return Entry(name=name, kind="learned", cfg=cfg, meta=meta, spec=f"{run}:{step}")
-    import jax
+    with ckpt.manager(directory, read_only=True) as mngr:
+        step = ckpt.resolve_step(mngr, step)
+        meta = ckpt.saved_meta(mngr, step)
+        if meta is None:
+            raise CompareError(f"{spec}: checkpoint {step} has no metadata (written by an older coasejax); retrain it")
+        try:
+            cfg = validate(ckpt.saved_config(mngr, step), f"{directory}/{step} config")
+        except ConfigError as e:
+            raise CompareError(str(e)) from None
+        name = f"{run}@{step}"
+        if meta.get("scenario") != "auction":
+            if (meta.get("advocates") or ["learned"])[0] == "truthful":  # provider 0 was scripted in training
+                return Entry(name=name, kind="truthful", cfg=cfg, meta=meta, spec="truthful")
+            return Entry(name=name, kind="learned", cfg=cfg, meta=meta, spec=f"{run}:{step}")
+        import jax
 
-    from coasejax.train.run import make_algo
+        from coasejax.train.run import make_algo
 
-    state = ckpt.restore(mngr, step, make_algo(cfg).init_states())
+        state = ckpt.restore(mngr, step, make_algo(cfg).init_states())
     return Entry(name=name, kind="learned", cfg=cfg, meta=meta, params=jax.tree.map(lambda x: x[0], state.params))
 
 

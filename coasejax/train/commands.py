@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from coasejax.cliutil import SetOption, console, fail, prepare_out_dir, write_atomic
+from coasejax.cliutil import SetOption, check_memory, console, fail, prepare_out_dir, write_atomic
 
 #: the progress line's metrics, in order, under short names, and the width they may take: the whole line (label,
 #: bar, count, time, metrics) fits an 80-column terminal, so the metrics are dropped from the right, never cut
@@ -54,6 +54,7 @@ def train(
 
     try:
         cfg = load_config(config, set_ or [])
+        check_memory(cfg)  # a lower bound: the engine's state, before any policy or optimiser memory
     except ConfigError as e:
         fail(str(e))
     _check_trainable(cfg)
