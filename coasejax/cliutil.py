@@ -91,15 +91,6 @@ def write_atomic(path: Path, text: str | bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def temp_path(path: Path) -> Path:
-    """A fresh temporary path beside ``path`` with the same suffix (for writers that need a file name, e.g.
-    matplotlib), to be renamed onto ``path`` with ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    return Path(tmp)
-
-
 def check_out_path(out: Path) -> Path:
     """``--out`` must be a directory or not exist yet (exit 2 otherwise); nothing is created."""
     if out.exists() and not out.is_dir():

@@ -3,27 +3,21 @@ a rename (:func:`save_figure`), so a figure on disk is always whole."""
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
-from coasejax.cliutil import os_fault, temp_path
+from coasejax.cliutil import write_atomic
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> None:
-    """``fig.savefig`` to a temporary file beside ``path``, then an atomic rename onto it. An OS error (a full or
-    read-only disk) raises :class:`coasejax.cliutil.EnvironmentFault`; the temporary file is removed."""
+    """``fig.savefig`` rendered in memory, then written with :func:`coasejax.cliutil.write_atomic` (a temporary file
+    and an atomic rename: the path holds the old figure or the new one; a full or read-only disk raises
+    :class:`coasejax.cliutil.EnvironmentFault`)."""
     path = Path(path)
-    tmp = None
-    try:
-        tmp = temp_path(path)
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise os_fault(e, str(path)) from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    write_atomic(path, buf.getvalue())
+
 
 SWEEP_PANELS = (("efficiency", "efficiency"), ("deal_rate", "deal rate"), ("mean_activity", "mean activity"),
                 ("tax_revenue", "tax revenue"))

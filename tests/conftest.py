@@ -1,6 +1,9 @@
+import contextlib
+import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -29,3 +32,33 @@ def cli(*args, **kw):
     """``python -m coasejax.cli ARGS`` in a subprocess (``kw``: subprocess.run's, e.g. ``cwd``)."""
     kw.setdefault("timeout", 300)
     return subprocess.run([sys.executable, "-m", "coasejax.cli", *args], capture_output=True, text=True, **kw)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def lines(self) -> list[str]:
+        return [ln for ln in self.stderr.splitlines() if ln.strip()]
+
+
+def run_cli(*args) -> Result:
+    """``coasejax ARGS`` in this process: the real ``main()`` with ``sys.argv`` set, stdout and stderr captured."""
+    from coasejax.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["coasejax", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    return Result(code, out.getvalue(), err.getvalue())

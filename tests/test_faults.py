@@ -30,6 +30,7 @@ import pytest
 from coasejax import checkpoint as ckpt
 from coasejax.config import load_config
 from coasejax.train import run as trun
+from tests.conftest import run_cli
 
 ES = ["train.algo=es", "train.iterations=40", "train.log_every=5", "checkpoint.every=10", "checkpoint.keep=10",
       "train.population=8", "train.batch=64", "train.opponents=256", "train.eval_values=64",
@@ -422,20 +423,11 @@ def test_a_run_directory_never_holds_files_of_two_runs(es_run, tmp_path, capfd):
 # ----------------------------------------------------------------------------------------------------------------------
 
 def cli_in_process(capfd, *args) -> tuple[int, str]:
-    """``coasejax ARGS`` through :func:`coasejax.cli.main` in this process: ``(exit code, stderr)``."""
-    from coasejax.cli import main
-
+    """``coasejax ARGS`` in this process (:func:`tests.conftest.run_cli`): ``(exit code, stderr)``, with what reached
+    file descriptor 2 from outside Python (XLA, Orbax's threads) included."""
     capfd.readouterr()
-    argv = sys.argv
-    sys.argv = ["coasejax", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, capfd.readouterr().err
+    r = run_cli(*args)
+    return r.code, r.stderr + capfd.readouterr().err
 
 
 def _under(path, out: Path) -> bool:

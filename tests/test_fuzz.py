@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from coasejax.config import Config, Distribution
 from coasejax.config.training import ENV_SECTIONS
-from tests.test_validation import run_cli
+from tests.conftest import run_cli
 
 ENV_FAULT = 3
 CASES = {"set": 360, "yaml": 150, "train": 100, "report": 30, "run": 4}  # 644 generated cases per run

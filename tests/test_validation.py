@@ -6,51 +6,22 @@ JAX import; runs that would compile use stand-ins for ``build``/``run`` where th
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from coasejax import cliutil
-from coasejax.cli import main
 from coasejax.config import ConfigError, load_config
+from tests.conftest import run_cli
 
 ENV_FAULT = cliutil.EXIT_ENVIRONMENT
 
 
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def lines(self) -> list[str]:
-        return [ln for ln in self.stderr.splitlines() if ln.strip()]
-
-
-def run_cli(*args) -> Result:
-    """``coasejax ARGS`` in this process: the real ``main()`` with ``sys.argv`` set, stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["coasejax", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line(r: Result, code: int, *names: str) -> str:
@@ -453,11 +424,10 @@ def test_a_figure_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     good = path.read_bytes()
     assert good[:8] == b"\x89PNG\r\n\x1a\n"
 
-    def torn(self, fname, **kw):
-        Path(fname).write_bytes(b"\x89PNG half")
+    def full_disk(fd):  # the new figure's bytes are in the temporary file when the disk fills
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(type(fig), "savefig", torn)
+    monkeypatch.setattr(cliutil.os, "fsync", full_disk)
     with pytest.raises(cliutil.EnvironmentFault, match="No space left"):
         save_figure(fig, path)
     assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
