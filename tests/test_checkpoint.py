@@ -13,7 +13,7 @@ import numpy as np
 
 from coasejax import checkpoint as ckpt
 from coasejax.config import load_config
-from tests.conftest import cli
+from tests.conftest import cli, run_cli
 
 #: ``python -c HOLD train ...``: the CLI, with the checkpoint of step $HOLD_STEP held after it is written into its
 #: temporary folder and before orbax renames it into place (a marker file says so), so a SIGKILL lands mid-write
@@ -56,8 +56,8 @@ def test_sigkill_while_a_checkpoint_is_written_then_resume_equals_uninterrupted_
     150 is never taken for a checkpoint, and resuming from 100 ends bit-equal to a run never interrupted."""
     sets = [a for s in SMALL for a in ("--set", s)]
     full, killed, marker = tmp_path / "full", tmp_path / "killed", tmp_path / "writing"
-    r = cli("train", "auction_first_price", *sets, "--out", str(full), "-q")
-    assert r.returncode == 0, r.stderr
+    r = run_cli("train", "auction_first_price", *sets, "--out", str(full), "-q")  # in this process
+    assert r.code == 0, r.stderr
 
     env = {**os.environ, "HOLD_STEP": "150", "HOLD_MARKER": str(marker)}
     proc = subprocess.Popen([sys.executable, "-c", HOLD, "train", "auction_first_price", *sets, "--out", str(killed),
@@ -73,8 +73,8 @@ def test_sigkill_while_a_checkpoint_is_written_then_resume_equals_uninterrupted_
     assert any(e.startswith("150.") and "tmp" in e for e in entries), entries  # killed mid-write of 150
     assert not (killed / "summary.json").exists()
 
-    r = cli("train", "auction_first_price", *sets, "--out", str(killed), "--resume", "-q")
-    assert r.returncode == 0, r.stderr
+    r = run_cli("train", "auction_first_price", *sets, "--out", str(killed), "--resume", "-q")
+    assert r.code == 0, r.stderr
     assert not [p.name for p in (killed / "checkpoints").iterdir() if "tmp" in p.name]  # the partial one is gone
     step_a, leaves_a = final_state(full)
     step_b, leaves_b = final_state(killed)

@@ -20,6 +20,7 @@ from coasejax.envs import negotiation as env
 from coasejax.mechanisms.alternating import finite_horizon_share, rubinstein_share
 from coasejax.mechanisms.lindahl import free_riding_efficiency
 from coasejax.train import ppo
+from tests.conftest import run_cli
 
 
 def _params(*overrides):
@@ -369,29 +370,30 @@ def test_ppo_resumed_from_a_checkpoint_ends_bit_identical(tmp_path):
     import shutil
 
     from coasejax import checkpoint as ckpt
-    from coasejax.train.run import train
+    from coasejax.train.run import Trainer, make_algo, train
 
     cfg = load_config("coase_ppo_providers", SMALL + ["train.pool_size=2", "train.pool_every=5",
                                                       "train.pool_prob=0.3"])
     full, part = tmp_path / "full", tmp_path / "part"
-    summary = train(cfg, full)
+    trainer = Trainer(cfg, make_algo(cfg))  # one set of compiled chunks for both runs (as a new process's would be)
+    summary = train(cfg, full, trainer=trainer)
     assert summary["algo"] == "ppo" and summary["checkpoint_steps"] == [10, 20]
     shutil.copytree(full / "checkpoints" / "10", part / "checkpoints" / "10")
-    train(cfg, part, resume=True)
+    train(cfg, part, resume=True, trainer=trainer)
     (sa, la), (sb, lb) = _leaves(full), _leaves(part)
     assert sa == sb == 20 and len(la) == len(lb)
     for a, b in zip(la, lb):
         np.testing.assert_array_equal(a, b)
     # the opponent pool took a snapshot every 5 iterations: the latest (slot 1 of 2 after 4 snapshots) is the final
     # parameters
-    mngr = ckpt.manager(full / "checkpoints", read_only=True)
     import orbax.checkpoint as ocp
 
-    state = mngr.restore(20, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    with ckpt.manager(full / "checkpoints", read_only=True) as mngr:
+        state = mngr.restore(20, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        meta = ckpt.saved_meta(mngr, 20)
     assert int(np.asarray(state["pool_count"]).reshape(-1)[0]) == 4
     for pool_leaf, leaf in zip(jax.tree.leaves(state["pool"]), jax.tree.leaves(state["params"])):
         np.testing.assert_array_equal(np.asarray(pool_leaf)[:, 1], np.asarray(leaf))
-    meta = ckpt.saved_meta(mngr, 20)
     assert meta["scenario"] == "coase_rounds" and meta["observation"] == list(env.OBSERVATION)
     assert meta["actions"] == list(env.ACTIONS) and meta["advocates"] == ["learned", "truthful"]
     assert len(meta["config_hash"]) == 16 and meta["version"]
@@ -512,9 +514,9 @@ def test_trained_provider_beats_scripted_truthful_and_compare_reports_it(tmp_pat
     more than 4 standard errors of an even split of the n = 1000 clients, SE = sqrt(1/4 / n) (averaging over rounds
     only lowers it)."""
     run = tmp_path / "run"
-    r = _cli("train", "coase_ppo_providers", "--out", str(run), "-q", "--set", "population.n_agents=1000",
+    r = run_cli("train", "coase_ppo_providers", "--out", str(run), "-q", "--set", "population.n_agents=1000",
              "--set", "train.iterations=20", "--set", "checkpoint.every=20", "--set", "train.minibatches=4")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     summary = json.loads((run / "summary.json").read_text())
     shares, utility = summary["provider_shares"], summary["provider_utility"]
     even_split = 0.5 + 4 * np.sqrt(0.25 / 1000)
@@ -526,9 +528,9 @@ def test_trained_provider_beats_scripted_truthful_and_compare_reports_it(tmp_pat
     assert (run / "provider_shares.png").stat().st_size > 10_000
 
     out = tmp_path / "cmp"
-    r = _cli("compare", str(run), "scripted:truthful", str(run), "--out", str(out), "--seeds", "6",
+    r = run_cli("compare", str(run), "scripted:truthful", str(run), "--out", str(out), "--seeds", "6",
              "--rounds", "32")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     result = json.loads((out / "compare.json").read_text())
     assert (out / "compare.png").stat().st_size > 10_000
     vs_truthful, vs_self = result["pairs"][0], result["pairs"][1]

@@ -10,7 +10,7 @@ import pytest
 from coasejax.config import load_config
 from coasejax.train import es
 from coasejax.train.auction_game import auction_game as make_game
-from tests.conftest import cli
+from tests.conftest import cli, run_cli
 
 TINY = ["train.population=32", "train.batch=128", "train.opponents=1024", "train.eval_values=256",
         "train.eval_opponents=4096", "train.eval_grid=64", "train.log_every=10"]
@@ -133,16 +133,16 @@ def test_train_and_eval_cli_write_their_outputs(tmp_path):
     out = tmp_path / "run"
     sets = [a for s in [*TINY, "train.iterations=40", "checkpoint.every=20", "train.learning_rate=0.02"]
             for a in ("--set", s)]
-    r = cli("train", "auction_first_price", *sets, "--out", str(out))
-    assert r.returncode == 0, r.stderr
+    r = run_cli("train", "auction_first_price", *sets, "--out", str(out))  # in this process: no new JAX import
+    assert r.code == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     for key in ("bne_rmse", "utility_loss_rel", "revenue", "efficiency", "agent_steps_per_second", "per_seed"):
         assert key in summary
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [10, 20, 30, 40] and "bne_rmse" in lines[1] and "bne_rmse" not in lines[0]
     assert (out / "config.yaml").exists()
-    r = cli("eval", str(out), "--step", "20")
-    assert r.returncode == 0, r.stderr
+    r = run_cli("eval", str(out), "--step", "20")
+    assert r.code == 0, r.stderr
     ev = json.loads((out / "eval.json").read_text())
     assert ev["step"] == 20
     d2, d2_sd, rev, rev_sd = restored_play(out, 20)
@@ -153,8 +153,8 @@ def test_train_and_eval_cli_write_their_outputs(tmp_path):
         assert abs(row["bne_rmse"] ** 2 - d2) < 4 * se_d2, (row["bne_rmse"] ** 2, d2, se_d2)
         assert abs(row["revenue"] - rev) < 4 * se_rev, (row["revenue"], rev, se_rev)
     assert ev["revenue"] != lines[1]["revenue"]  # fresh draws, not the training-time evaluation's
-    r = cli("eval", str(out), "--step", "20")
-    assert r.returncode == 0, r.stderr
+    r = run_cli("eval", str(out), "--step", "20")
+    assert r.code == 0, r.stderr
     assert json.loads((out / "eval.json").read_text()) == ev  # deterministic
 
 
