@@ -15,6 +15,7 @@ Every user-facing failure is printed by :func:`print_error`, which escapes rich 
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -89,6 +90,19 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def undefined_as_null(obj):
+    """A JSON-like tree with every non-finite float replaced by ``None``: in a training summary a NaN is a metric the
+    scenario does not define (an exploitability without a relative action, an efficiency with no bargain), never a
+    diverged number, which :func:`coasejax.train.run.check_finite` stops before it is written."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: undefined_as_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [undefined_as_null(v) for v in obj]
+    return obj
 
 
 def check_out_path(out: Path) -> Path:

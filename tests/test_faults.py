@@ -346,6 +346,37 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(es_run, tmp_
         assert_same(outcome(out), ref, summary, ref_summary)
 
 
+def test_a_diverged_run_stops_before_writing_a_non_finite_number(es_run, tmp_path, monkeypatch):
+    """Parameters that go NaN (one seed's, injected after step 20's chunk) stop the run with one line naming the
+    seed, the step and the key to change; checkpoints 10 and 20 and their log lines stay, nothing of step 30 or later
+    is written, and no summary."""
+    import jax
+
+    cfg, trainer, *_ = es_run
+    real = trainer.chunk
+
+    def poisoned(n, states):
+        fn = real(n, states)
+
+        def run(s):
+            out, m = fn(s)
+            if int(np.asarray(out.step).reshape(-1)[0]) >= 30:
+                out = out._replace(params=jax.tree.map(lambda x: x.at[0].set(np.nan), out.params))
+            return out, m
+
+        return run
+
+    monkeypatch.setattr(trainer, "chunk", poisoned)
+    with pytest.raises(trun.TrainingDiverged, match=r"train.learning_rate: .* seed 0 went non-finite by step 30"):
+        trun.train(cfg, tmp_path / "run", trainer=trainer)
+    assert sorted(int(p.name) for p in (tmp_path / "run/checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert max(steps) < 30 and not (tmp_path / "run/summary.json").exists()
+    with pytest.raises(trun.TrainingDiverged, match="seeds 1, 2"):
+        trun.check_finite({"w": np.array([[0.0], [np.inf], [np.nan]])}, 7)
+    trun.check_finite({"w": np.zeros((3, 2))}, 7)  # finite: nothing raised
+
+
 def test_a_checkpoint_of_another_run_is_named_in_one_line(es_run, tmp_path, capfd):
     """Another scenario, another package version, another observation layout: exit 2, one line saying what differs
     (the checkpoints are intact: their manifests are rewritten after the edit)."""

@@ -140,10 +140,12 @@ def summarise(cfg, params, per_round: dict, first, last) -> dict:
     n, t, e = cfg.population.n_agents, cfg.sim.rounds, cfg.sim.envs
     k = params.graph.k
     w0, w1 = money(first.pop), money(last.pop)  # the wealth pairs actually stored, in float64
-    tot = {key: float(v.sum(axis=1).mean()) for key, v in per_round.items() if v.ndim == 2}
+    # per-round totals (float32 sums over agents) are added up over rounds in float64, so the episode's totals are as
+    # exact as its worst round's, however many rounds it has
+    tot = {key: float(np.asarray(v, np.float64).sum(axis=1).mean()) for key, v in per_round.items() if v.ndim == 2}
     w, w_star, w_sq = tot["welfare"], tot["first_best"], tot["status_quo"]
     wealth_change = float(money_change(first.pop, last.pop).sum(axis=-1).mean())
-    flows = {f: float(per_round[m].sum(axis=1).mean()) for f, m in FLOW_METRICS.items()}
+    flows = {f: float(np.asarray(per_round[m], np.float64).sum(axis=1).mean()) for f, m in FLOW_METRICS.items()}
     # what the stored wealth pair may lose in the episode without any flow being wrong
     resolution = accounting.resolution(t, float(np.maximum(np.abs(w0).sum(axis=-1), np.abs(w1).sum(axis=-1)).mean()))
     accounted = accounting.accounted_change(**{f: flows[f] for f in FLOW_METRICS if f != "gross"})

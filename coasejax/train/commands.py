@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from coasejax.cliutil import SetOption, check_memory, console, fail, prepare_out_dir, write_atomic
+from coasejax.cliutil import SetOption, check_memory, console, fail, prepare_out_dir, undefined_as_null, write_atomic
 
 #: the progress line's metrics, in order, under short names, and the width they may take: the whole line (label,
 #: bar, count, time, metrics) fits an 80-column terminal, so the metrics are dropped from the right, never cut
@@ -102,7 +102,8 @@ def train(
     write_atomic(out / "config.yaml", dump_config(cfg))
     summary["config"] = config
     figures = _figures(summary, out)
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = undefined_as_null(summary)  # strict JSON: a metric the scenario does not define is null
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     if not quiet:
         shares = ("proposer_share", "rubinstein_share") if cfg.mechanism.kind == "alternating" else ()
         keys = [k for k in ("bne_rmse", "utility_loss_rel", "utility", "revenue", "efficiency", "report_ratio_mean",
@@ -163,8 +164,10 @@ def evaluate(
         result = evaluate_checkpoint(run_dir, step, seed)
     except (CheckpointError, ConfigError) as e:
         fail(str(e))
-    write_atomic(run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
-    keys = [k for k in ("bne_rmse", "utility_loss_rel", "utility", "revenue", "efficiency") if k in result]
+    result = undefined_as_null(result)
+    write_atomic(run_dir / "eval.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
+    keys = [k for k in ("bne_rmse", "utility_loss_rel", "utility", "revenue", "efficiency")
+            if isinstance(result.get(k), (int, float))]
     console.print(f"step {result['step']}: " + "  ".join(f"{k}={result[k]:.4g}" for k in keys), highlight=False)
     console.print(f"wrote {run_dir / 'eval.json'}", highlight=False)
 

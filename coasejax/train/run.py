@@ -21,7 +21,7 @@ import numpy as np
 
 from coasejax import checkpoint as ckpt
 from coasejax.cliutil import write_atomic
-from coasejax.config import Config
+from coasejax.config import Config, ConfigError
 from coasejax.train import es
 from coasejax.train.auction_game import auction_game
 
@@ -78,6 +78,20 @@ def eval_key(seed: int, step: int) -> jax.Array:
 def resolved(cfg: Config) -> dict:
     """The config as JSON-normal plain data (what a checkpoint stores)."""
     return json.loads(json.dumps(cfg.to_dict()))
+
+
+class TrainingDiverged(ConfigError):
+    """The policy parameters went non-finite (a config error: one line, exit 2; the earlier checkpoints stay)."""
+
+
+def check_finite(params, step: int) -> None:
+    """Raise :class:`TrainingDiverged` when a parameter of some seed is NaN or infinite at ``step``."""
+    bad = sorted({int(i) for leaf in jax.tree.leaves(params)
+                  for i in np.flatnonzero(~np.isfinite(np.asarray(leaf)).reshape(np.shape(leaf)[0], -1).all(axis=1))})
+    if bad:
+        raise TrainingDiverged(f"train.learning_rate: the policy parameters of seed{'s' if len(bad) > 1 else ''} "
+                               f"{', '.join(map(str, bad))} went non-finite by step {step} (training diverged); "
+                               "nothing from this step on was written: lower train.learning_rate (or train.sigma)")
 
 
 def mean_metrics(per_seed: dict) -> dict:
@@ -318,6 +332,7 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
                        "seconds": round(time.perf_counter() - t_start, 3)}
                 final = step == tc.iterations
                 if final or (cc.every and step % cc.every == 0):
+                    check_finite(states.params, step)  # before its line and checkpoint: nothing diverged is written
                     last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
                     means = mean_metrics(last_eval)
                     row.update(means)
