@@ -489,6 +489,10 @@ def _clear(params: EnvParams, state: EnvState, cx: _Context, bargain: Bargain, t
     g_v = (tax_share - params.w * c_nb) * dx - out.from_victims - tc_v
     would_attempt = (out.surplus > 0) & (params.enforcement * out.surplus >= terms.tc_total)
     outlay_e, outlay_v = tax * out.x - out.to_emitter + terms.tc_emitter, out.from_victims + tc_v
+    if params.draw_enforcement:  # a breached deal moves no transfer but still costs its transaction costs (and the
+        # emitter the status quo's tax): what a party may have to pay is the larger of the two outcomes' outlays
+        outlay_e = jnp.maximum(outlay_e, tax * x_sq + terms.tc_emitter)
+        outlay_v = jnp.maximum(outlay_v, tc_v)
     g_e, g_v, tc_v, outlay_e, outlay_v = fence((g_e, g_v, tc_v, outlay_e, outlay_v))
     vetoes = Audit.empty()  # a constraint on a payment or a gain acts by vetoing the deal
     for field, value, per_slot in (("outlay_emitter", outlay_e, False), ("outlay_victims", outlay_v, True),
