@@ -23,7 +23,23 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from coasejax import scenarios  # noqa: F401  (registers every scenario's env section before configs load)
+from coasejax import distributed
+
+
+def _join() -> BaseException | None:
+    """Join a multi-process run if the environment asks for one (:mod:`coasejax.distributed`), before any import
+    starts a JAX backend (some modules compute constants when imported); the error, if any, for :func:`main` to
+    print as its one line."""
+    try:
+        distributed.initialize()
+    except Exception as e:  # noqa: BLE001  (ConfigError: exit 2; JoinError: exit 3; reported by main)
+        return e
+    return None
+
+
+_JOIN_ERROR = _join()
+
+from coasejax import scenarios  # noqa: E402,F401  (registers every scenario's env section before configs load)
 from coasejax.cliutil import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EnvironmentFault, SetOption,
                               check_memory, check_out_path, console, fail, os_fault, prepare_out_dir, print_error,
                               write_atomic)
@@ -103,12 +119,16 @@ def simulate(
         fail(f"--sweep: unreadable value ({type(e).__name__}: {e})")
     out = check_out_path(out or Path("runs") / Path(config).stem)
     check_not_foreign_run(out)
+    primary = distributed.is_primary()  # in a multi-process run only process 0 prints and writes
+    quiet = quiet or not primary
     if dry_run:
-        print(dump_config(cfg), end="")
+        if primary:
+            print(dump_config(cfg), end="")
         if not quiet:
             console.print(f"config OK: {escape(run_label(cfg))} (nothing run or written)", highlight=False)
         return
-    out = prepare_out_dir(out)
+    if primary:
+        out = prepare_out_dir(out)
     if cfg.sweep:
         return _simulate_sweep(cfg, out, quiet)
 
@@ -123,8 +143,9 @@ def simulate(
         task = progress.add_task("rounds", total=cfg.sim.rounds)
         summary = run(sim, on_chunk=lambda n: progress.advance(task, n))
     summary["config"] = config
-    commit_outputs(out, {"config.yaml": dump_config(cfg), "summary.json": strict_json(summary, "summary.json")},
-                   marker="summary.json")
+    text = strict_json(summary, "summary.json")
+    if primary:
+        commit_outputs(out, {"config.yaml": dump_config(cfg), "summary.json": text}, marker="summary.json")
     if not quiet:
         console.print(summary_table(summary, f"summary ({summary['devices']} device(s), {summary['backend']})"))
         console.print(f"wrote {out / 'summary.json'} and {out / 'config.yaml'}", highlight=False, markup=False,
@@ -240,9 +261,10 @@ def _simulate_sweep(cfg, out: Path, quiet: bool) -> None:
     writer = csv.DictWriter(buf, fieldnames=[*keys, *SWEEP_COLUMNS])
     writer.writeheader()
     writer.writerows(table_rows)
-    commit_outputs(out, {"config.yaml": dump_config(cfg), "sweep.csv": buf.getvalue(),
-                         "sweep.png": lambda path: sweep_figure(rows, keys, path), "sweep.json": result_json},
-                   marker="sweep.json")
+    if distributed.is_primary():
+        commit_outputs(out, {"config.yaml": dump_config(cfg), "sweep.csv": buf.getvalue(),
+                             "sweep.png": lambda path: sweep_figure(rows, keys, path), "sweep.json": result_json},
+                       marker="sweep.json")
     if not quiet:
         table = Table(title=f"sweep ({len(rows)} settings in {rows[0]['seconds']:.2f} s, one compiled call)",
                       title_justify="left")
@@ -364,6 +386,8 @@ def main() -> None:
     fault (a full or read-only disk, memory), 1 for an internal error (a bug: ``COASEJAX_TRACEBACK=1`` re-raises it
     with its traceback)."""
     try:
+        if _JOIN_ERROR is not None:
+            raise _JOIN_ERROR
         _command()(prog_name="coasejax")  # what app() does, with the click command built once per process
     except ConfigError as e:
         print_error(e)

@@ -167,11 +167,16 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:,.1f} GB"
 
 
-def check_memory(cfg) -> None:
-    """Raise :class:`coasejax.config.ConfigError` (exit 2) when the run cannot fit in memory, with the estimate."""
+def check_memory(cfg, sharded: bool = True) -> None:
+    """Raise :class:`coasejax.config.ConfigError` (exit 2) when the run cannot fit in memory, with the estimate.
+    ``sharded``: the agents are split over the processes of a multi-process run (``simulate``; not ``train``, where
+    every process holds the whole population), so each process needs its share."""
+    from coasejax import distributed
     from coasejax.config import ConfigError
 
     need = memory_needed(cfg)
+    if sharded and cfg.sim.shard:
+        need = -(-need // distributed.process_count())
     have, where = memory_available(cfg.sim.shard)
     if need > have:
         per = bytes_per_agent(cfg)

@@ -5,7 +5,9 @@ The scenario is ``env.kind`` (:mod:`coasejax.scenarios`); its advocates are scri
 scenario's ``observe → act → step``. The episode runs in equal chunks of rounds so a progress bar can advance between
 them; round keys depend only on the round index, so the chunking does not change any number. When several devices
 are visible, the agent axis is sharded over a 1-D device mesh (N must divide evenly over the devices, or
-``sim.shard`` be off).
+``sim.shard`` be off). In a multi-process run (:mod:`coasejax.distributed`) the mesh is global: it spans every
+process's devices, each process holds its slice of the agents, and the keys and parameters are global arrays
+replicated over the mesh; what the summary needs on the host is gathered from every process.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from coasejax import agents, scenarios
+from coasejax import agents, distributed, scenarios
 from coasejax import sweep as sweeps
 from coasejax.config import Config, ConfigError
 from coasejax.graphs import torus_shape
@@ -61,7 +63,8 @@ def chunk_length(rounds: int, target_chunks: int = 20, min_chunk: int = 8) -> in
 
 
 def agent_sharding(cfg: Config) -> Mesh | None:
-    """The mesh the agent axis is sharded over: all local devices (None: one device, or ``sim.shard`` off).
+    """The mesh the agent axis is sharded over: every device of the run, those of all its processes (None: one
+    device, or ``sim.shard`` off).
 
     Raises :class:`ConfigError` when the agents do not divide evenly over the devices (for a torus: its rows), rather
     than silently running on one device."""
@@ -116,6 +119,8 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
         reset = lambda ks: jax.tree.map(lambda x: jnp.broadcast_to(x, (n_set, *x.shape)), reset_one(ks))  # noqa: E731
     mesh = agent_sharding(cfg)
     if mesh is not None:
+        # several processes: the keys and parameters become global arrays on the mesh (each process drew the same)
+        params, keys, env_pop_keys = distributed.replicate((params, keys, env_pop_keys), mesh)
         state = jax.jit(reset, out_shardings=_shard_state(mesh, jax.eval_shape(reset, env_pop_keys),
                                                           cfg.population.n_agents))(env_pop_keys)
     else:
@@ -145,7 +150,7 @@ def roll_out(sim: Simulation, on_chunk: Callable[[int], None] | None = None):
     """Run all chunks; returns (per-round metrics ``{field: f64[..., E, T, ...]}``, seconds, first and last state)."""
     cfg = sim.cfg
     state = jax.tree.map(jnp.copy, sim.state)  # the runner donates its state; keep sim.state for another run
-    first = jax.device_get(state)
+    first = distributed.to_host(state)
     chunks = []
     t0 = time.perf_counter()
     for _ in range(cfg.sim.rounds // sim.chunk):
@@ -157,9 +162,10 @@ def roll_out(sim: Simulation, on_chunk: Callable[[int], None] | None = None):
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
     t_axis = 2 if sim.settings else 1
+    chunks = distributed.to_host(chunks)
     per_round = {f: np.concatenate([np.asarray(getattr(c, f), np.float64) for c in chunks], axis=t_axis)
                  for f in chunks[0]._fields}
-    return per_round, seconds, first, jax.device_get(state)
+    return per_round, seconds, first, distributed.to_host(state)
 
 
 class NonFiniteError(ConfigError):
@@ -219,7 +225,7 @@ def state_finite_per_round(sim: Simulation) -> np.ndarray:
         state, flags = jax.tree.map(jnp.copy, sim.state), []
         for _ in range(sim.cfg.sim.rounds // sim.chunk):
             state, (_, finite) = runner(sim.keys, state, sim.params)
-            flags.append(np.asarray(finite))
+            flags.append(np.asarray(distributed.to_host(finite)))
         sim.watched = np.concatenate(flags, axis=-1)
     return sim.watched
 
@@ -266,6 +272,8 @@ def summary_of(sim: Simulation, cfg: Config, params, per_round: dict, seconds: f
         "devices": sim.sharded_over,
         "backend": jax.default_backend(),
     })
+    if distributed.multi_process():
+        summary["processes"] = distributed.process_count()
     return summary
 
 
