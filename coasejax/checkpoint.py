@@ -11,6 +11,13 @@ byte, so a corrupt or truncated checkpoint is refused with one line naming the f
 written before manifests existed or killed between the rename and the manifest, is read unverified).
 Retention: the latest ``checkpoint.keep`` checkpoints plus the one with the best ``checkpoint.best_metric``.
 
+Several processes (:mod:`coasejax.distributed`): every process calls :func:`save` with its own copy of the same
+training state; the copies become global arrays replicated once per process, and Orbax's multi-host save writes
+each array once (from process 0's copy; a sharded array would be written shard by shard by the processes holding
+them) while process 0 writes the config, the metadata and the manifest. :func:`restore` reads into the same
+replicated layout and hands each process its own copy. The arrays are stored by shape, not by device, so a
+checkpoint restores in any number of processes: one written by 2 processes restores in 1 and the other way round.
+
 Resuming (:func:`resume_point`) takes the newest intact checkpoint: corrupt or unreadable newer ones are skipped (the
 caller warns, saying which step it resumes from). It needs the saved scenario, algorithm, layouts and package
 version (:func:`meta_differences`) and the saved config on every key that shapes the computation
@@ -40,6 +47,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
+
+from coasejax import distributed
 
 #: keys that may change between a run and its resumption without changing any trained number
 RESUMABLE_KEYS = ("train.eval_values", "train.eval_opponents", "train.eval_grid",
@@ -238,13 +247,16 @@ def save(mngr, step: int, state, config: dict, metrics: dict | None = None, meta
     then its manifest. A disk fault (full, read-only, no permission) raises a one-line :class:`StorageError`; what
     was on disk before stays as it was (Orbax's temporary folder is removed when the next manager opens)."""
     clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)} or None
-    items = {"state": ocp.args.StandardSave(state_tree(state)), "config": ocp.args.JsonSave(config)}
+    items = {"state": ocp.args.StandardSave(distributed.replicate(state_tree(state))),
+             "config": ocp.args.JsonSave(config)}
     if meta is not None:
         items["meta"] = ocp.args.JsonSave(meta)
     try:
         mngr.save(step, args=ocp.args.Composite(**items), metrics=clean, force=True)
         mngr.wait_until_finished()
-        write_manifest(Path(mngr.directory) / str(step))
+        if distributed.is_primary():  # once every process's shards are in place (Orbax's commit waits for all)
+            write_manifest(Path(mngr.directory) / str(step))
+        distributed.barrier(f"checkpoint-{step}-manifest")
     except Exception as e:  # noqa: BLE001 - a disk fault becomes one line; anything else propagates as it is
         os_error = _os_error(e)
         if os_error is None:
@@ -297,21 +309,43 @@ def restore(mngr, step: int, template) -> Any:
     """Restore checkpoint ``step`` into the structure, shapes and dtypes of ``template`` (a training state), after
     checking its files against its manifest (:func:`verify`)."""
     _check_intact(mngr, step)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_tree(template))
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, distributed.replicate(state_tree(template)))
     try:
-        tree = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+        tree = distributed.local_copy(
+            mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"])
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {step} in {mngr.directory}: cannot restore its state "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     return from_tree(template, tree)
 
 
+def _saved_target(mngr, step: int):
+    """The shapes and dtypes the ``state`` of checkpoint ``step`` was saved with, placed on this run's devices (one
+    device; in a multi-process run, replicated once per process) rather than on the devices it was saved from, which
+    another run may not have (a checkpoint of 2 processes read by 1). None when its metadata is unreadable."""
+    try:
+        tree = ocp.StandardCheckpointHandler().metadata(Path(mngr.directory) / str(step) / "state").tree
+    except Exception:  # noqa: BLE001  (restore as saved; its error, if any, is the one reported)
+        return None
+    if distributed.multi_process():
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        sharding = NamedSharding(distributed.replicated_mesh(), PartitionSpec())
+    else:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    is_array = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")  # noqa: E731
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding) if is_array(m) else m,
+                        tree, is_leaf=is_array)
+
+
 def restore_raw(mngr, step: int) -> dict:
-    """The ``state`` item of checkpoint ``step`` as saved (plain dicts of numpy arrays, no template needed), after
-    checking its files against its manifest."""
+    """The ``state`` item of checkpoint ``step`` as saved (plain dicts of arrays, no template needed, on this run's
+    devices: :func:`_saved_target`), after checking its files against its manifest."""
     _check_intact(mngr, step)
     try:
-        return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        target = _saved_target(mngr, step)
+        return distributed.local_copy(
+            mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"])
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {step} in {mngr.directory}: cannot restore its state "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None

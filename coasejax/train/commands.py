@@ -54,11 +54,17 @@ def train(
 
     try:
         cfg = load_config(config, set_ or [])
-        check_memory(cfg)  # a lower bound: the engine's state, before any policy or optimiser memory
+        check_memory(cfg, sharded=False)  # a lower bound: the engine's state, before any policy or optimiser memory
     except ConfigError as e:
         fail(str(e))
     _check_trainable(cfg)
-    out = prepare_out_dir(out or Path("runs") / Path(config).stem)
+    from coasejax import distributed
+
+    primary = distributed.is_primary()  # in a multi-process run only process 0 prints and writes
+    quiet = quiet or not primary
+    out = out or Path("runs") / Path(config).stem
+    out = prepare_out_dir(out) if primary else out
+    distributed.barrier("out-dir")  # the folder exists before any process opens its checkpoints
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -98,6 +104,8 @@ def train(
                                    on_warning=on_warning)
     except CheckpointError as e:
         fail(str(e))
+    if not primary:
+        return
     # the end-of-run files, summary.json last: a kill before it leaves a run that --resume completes
     write_atomic(out / "config.yaml", dump_config(cfg))
     summary["config"] = config
@@ -165,6 +173,10 @@ def evaluate(
     except (CheckpointError, ConfigError) as e:
         fail(str(e))
     result = undefined_as_null(result)
+    from coasejax import distributed
+
+    if not distributed.is_primary():  # in a multi-process run only process 0 prints and writes
+        return
     write_atomic(run_dir / "eval.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     keys = [k for k in ("bne_rmse", "utility_loss_rel", "utility", "revenue", "efficiency")
             if isinstance(result.get(k), (int, float))]

@@ -5,6 +5,11 @@ aligned to multiples of ``train.log_every`` from step 0, so an interrupted run r
 exactly the same compiled chunks on the same states as an uninterrupted one: on CPU its final parameters are
 bit-identical. After each chunk a line goes to ``metrics.jsonl`` (and to TensorBoard when installed); every
 ``checkpoint.every`` iterations and at the end the play is evaluated on fresh draws and a checkpoint is saved.
+
+In a multi-process run (:mod:`coasejax.distributed`) every process runs the same loop on its own copy of the training
+state (the same numbers everywhere: same config, same seed); only process 0 writes the log, the events and
+``strategy.json``, and every process takes part in the checkpoint saves, where the copies become one global
+replicated array that Orbax writes once (:func:`coasejax.checkpoint.save`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import jax
 import numpy as np
 
 from coasejax import checkpoint as ckpt
+from coasejax import distributed
 from coasejax.cliutil import write_atomic
 from coasejax.config import Config, ConfigError
 from coasejax.train import es
@@ -238,17 +244,22 @@ def _set_aside(out: Path, mngr, skipped: list[tuple[int, str]]) -> Path | None:
     if not skipped:
         return None
     aside = out / "checkpoints.corrupt"
-    aside.mkdir(exist_ok=True)
-    for step, _ in skipped:
-        target, n = aside / str(step), 1
-        while target.exists():
-            target, n = aside / f"{step}.{n}", n + 1
-        (Path(mngr.directory) / str(step)).rename(target)
+    distributed.barrier("set-aside")  # every process has read the checkpoints before process 0 moves any
+    if distributed.is_primary():
+        aside.mkdir(exist_ok=True)
+        for step, _ in skipped:
+            target, n = aside / str(step), 1
+            while target.exists():
+                target, n = aside / f"{step}.{n}", n + 1
+            (Path(mngr.directory) / str(step)).rename(target)
+    distributed.barrier("set-aside-done")
     mngr.reload()
     return aside
 
 
 def _clear_end_of_run(out: Path, resume: bool) -> None:
+    if not distributed.is_primary():
+        return
     for name in END_OF_RUN:
         (out / name).unlink(missing_ok=True)
     if not resume:  # a fresh start (no checkpoints): the log and events of an attempt killed before its first one
@@ -295,7 +306,8 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
         log_path = out / "metrics.jsonl"
         if step0 < tc.iterations:
             _clear_end_of_run(out, resume)
-        torn = _rewrite_metrics_log(log_path, step0) if resume else 0
+        primary = distributed.is_primary()  # only process 0 writes the log, the events and strategy.json
+        torn = _rewrite_metrics_log(log_path, step0) if resume and primary else 0
         if skipped or torn:
             parts = []
             if skipped:
@@ -310,7 +322,7 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
                 import warnings
 
                 warnings.warn(line, stacklevel=2)
-        tb = TensorBoard(out / "tb")
+        tb = TensorBoard(out / "tb") if primary else None
         if on_start is not None:
             on_start(step0, tc.iterations)
 
@@ -318,7 +330,7 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
         lr = es.schedule(tc)
         step, train_seconds, last_eval = step0, 0.0, {}
         t_start = time.perf_counter()
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if primary else None
         try:
             while step < tc.iterations:
                 n = min(length - step % length, tc.iterations - step)
@@ -340,14 +352,17 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
                         row["per_seed"] = {k: v for k, v in per_seed_lists(last_eval).items() if k in SPREAD_KEYS}
                 # the log line of a checkpointed step goes before its checkpoint: a kill in between leaves a line
                 # that the resumption from the previous checkpoint cuts away, never a checkpoint without its line
-                append_line(fd, json.dumps(row) + "\n", log_path)
+                if fd is not None:
+                    append_line(fd, json.dumps(row) + "\n", log_path)
                 if final or (cc.every and step % cc.every == 0):
                     ckpt.save(mngr, step, states, current, {cc.best_metric: means.get(cc.best_metric)}, meta)
-                tb.scalars(step, row)
+                if tb is not None:
+                    tb.scalars(step, row)
                 if on_chunk is not None:
                     on_chunk(step, row)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         if not last_eval:  # nothing left to train: evaluate the restored state
             last_eval = trainer.evaluate(states.params, eval_key(tc.seed, step))
         ran = step - step0
@@ -368,13 +383,15 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
             "agent_steps_per_second": agent_steps / train_seconds if train_seconds > 0 else None,
             "backend": jax.default_backend(),
             "devices": jax.device_count(),
+            **({"processes": distributed.process_count()} if distributed.multi_process() else {}),
             "checkpoint_steps": [int(s) for s in mngr.all_steps()],
             "best_step": _best_step(mngr, cc.best_metric),
-            "tensorboard": tb.backend,
+            "tensorboard": tb.backend if tb is not None else None,
         }
         if skipped:
             summary["skipped_checkpoints"] = [{"step": s, "reason": why} for s, why in skipped]
-        write_strategy(trainer.algo, states.params, out)
+        if primary:
+            write_strategy(trainer.algo, states.params, out)
         if tc.algo == "ppo":
             from coasejax.scenarios.coase_rounds import cost_curve
 
