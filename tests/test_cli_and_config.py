@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from coasejax.config import ConfigError, Distribution, load_config
-from tests.conftest import cli
+from tests.conftest import cli, run_cli
 
 REQUIRED_KEYS = ["n_agents", "rounds", "welfare", "first_best_welfare", "status_quo_welfare", "efficiency",
                  "mean_activity", "transfers", "transaction_costs_paid", "deal_rate", "agent_steps_per_second"]
@@ -67,11 +67,14 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path):
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     cases = [["simulate", "nonexistent_preset"], ["simulate", str(tmp_path / "missing.yaml")],
              ["simulate", str(bad_yaml)], ["simulate", "quickstart", "--set", "population.degree=0"],
-             ["simulate", "quickstart", "--set", "mechanism.kind=vcg"], ["simulate", str(binary)]]
-    for args in cases:
-        r = cli(*args, "--out", str(tmp_path / "o"))
-        assert r.returncode == 2, (args, r.stderr)
+             ["simulate", "quickstart", "--set", "mechanism.kind=vcg"]]
+    for args in cases:  # in this process (tests/test_validation.py has many more)
+        r = run_cli(*args, "--out", str(tmp_path / "o"))
+        assert r.code == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli("simulate", str(binary), "--out", str(tmp_path / "o"))  # and once in a real process
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert str(binary) in r.stderr and "not UTF-8" in r.stderr  # printed literally, in a real process
     assert not (tmp_path / "o" / "summary.json").exists()
 

@@ -12,16 +12,16 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import cli
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def es_run(tmp_path_factory):
     """Lindahl victims' advocates trained in the engine (10⁴ agents on a ring, k = 4), as the issue's hint has it."""
     out = tmp_path_factory.mktemp("cmp") / "es"
-    r = cli("train", "coase_es", "-q", "--out", str(out), "--set", "train.iterations=200", "--set",
+    r = run_cli("train", "coase_es", "-q", "--out", str(out), "--set", "train.iterations=200", "--set",
             "checkpoint.every=100")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     return out
 
 
@@ -32,9 +32,9 @@ def test_compare_seats_an_engine_checkpoint_against_truthful_and_itself(es_run, 
     The same checkpoint against itself, played with the seats swapped on the same populations and draws, differs by
     exactly zero: not significant (p = 1). Entries may name a step (`RUN:STEP`, `RUN/checkpoints/STEP`)."""
     out = tmp_path / "cmp"
-    r = cli("compare", str(es_run), "scripted:truthful", f"{es_run}:200", "--out", str(out), "--seeds", "6",
+    r = run_cli("compare", str(es_run), "scripted:truthful", f"{es_run}:200", "--out", str(out), "--seeds", "6",
             "--rounds", "16")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     result = json.loads((out / "compare.json").read_text())
     assert (out / "compare.png").stat().st_size > 10_000
     assert result["scenario"] == "coase/lindahl" and result["n_agents"] == 10_000
@@ -88,12 +88,12 @@ def _figures(run):
 
 def test_report_of_a_simulation_of_the_multi_round_scenario(tmp_path):
     out = tmp_path / "rounds"
-    r = cli("simulate", "coase_ppo", "-q", "--out", str(out), "--set", "population.n_agents=2000", "--set",
+    r = run_cli("simulate", "coase_ppo", "-q", "--out", str(out), "--set", "population.n_agents=2000", "--set",
             "sim.rounds=16", "--set", "env.cost_grid=[0.0,0.4]", "--set", "providers.count=2", "--set",
             "providers.switching_rate=0.1")
-    assert r.returncode == 0, r.stderr
-    r = cli("report", str(out), "-q")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
+    r = run_cli("report", str(out), "-q")
+    assert r.code == 0, r.stderr
     figs = _figures(out)
     assert {"tc_curve.png", "groups.png", "providers.png"} <= set(figs), figs
     page = (out / "report.html").read_text()
@@ -104,10 +104,10 @@ def test_report_of_a_simulation_of_the_multi_round_scenario(tmp_path):
 
 def test_report_of_an_auction_simulation(tmp_path):
     out = tmp_path / "auction"
-    r = cli("simulate", "auction_first_price", "-q", "--out", str(out), "--set", "population.n_agents=4096",
+    r = run_cli("simulate", "auction_first_price", "-q", "--out", str(out), "--set", "population.n_agents=4096",
             "--set", "sim.rounds=8")
-    assert r.returncode == 0, r.stderr
-    assert cli("report", str(out), "-q").returncode == 0
+    assert r.code == 0, r.stderr
+    assert run_cli("report", str(out), "-q").code == 0
     page = (out / "report.html").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert "scenario: auction" in page and f"{summary['revenue']:.4g}" in page
@@ -119,9 +119,9 @@ def test_report_of_a_ppo_training_run(tmp_path):
     out = tmp_path / "ppo"
     small = ["population.n_agents=256", "train.minibatches=2", "train.rollout=4", "train.iterations=4",
              "train.epochs=1", "policy.hidden=[8]", "train.log_every=2", "checkpoint.every=4", "env.eval_rounds=4"]
-    r = cli("train", "coase_ppo", "-q", "--out", str(out), *[a for kv in small for a in ("--set", kv)])
-    assert r.returncode == 0, r.stderr
-    assert cli("report", str(out), "-q").returncode == 0
+    r = run_cli("train", "coase_ppo", "-q", "--out", str(out), *[a for kv in small for a in ("--set", kv)])
+    assert r.code == 0, r.stderr
+    assert run_cli("report", str(out), "-q").code == 0
     assert {"training.png", "tc_curve.png", "groups.png"} <= set(_figures(out))
 
 
@@ -136,8 +136,8 @@ def test_report_never_fails_on_a_summary_of_another_shape(tmp_path):
            "nested": {"a": 1}, "advocates": ["truthful"]}
     (run / "summary.json").write_text(json.dumps(odd))
     (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "efficiency": "n/a"}) + "\n")
-    r = cli("report", str(run), "-q")
-    assert r.returncode == 0, r.stderr
+    r = run_cli("report", str(run), "-q")
+    assert r.code == 0, r.stderr
     page = (run / "report.html").read_text()
     assert "scenario: public_goods" in page and "Not in this run" in page and "unreadable data" in page
     assert "<th>efficiency</th><td>0.5</td>" in page

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from coasejax.config import load_config
-from tests.conftest import cli
+from tests.conftest import run_cli
 
 FAST = ["train.iterations=300", "checkpoint.every=300", "train.log_every=50"]
 #: issue 16 item 4: the learned Lindahl ratio within this of 1/(k + 1)
@@ -195,9 +195,9 @@ def test_the_checkpoint_reproduces_its_efficiency_among_a_million_agents(lindahl
     within 0.01 (the policy depends on each seat's own observation only, so the population size changes nothing but
     the sample of emitters' benefits)."""
     out, s = lindahl_runs[4]
-    r = cli("simulate", "coase_es", "--set", f"advocates.policy={out}", "--set", "population.n_agents=1000000",
+    r = run_cli("simulate", "coase_es", "--set", f"advocates.policy={out}", "--set", "population.n_agents=1000000",
             "--set", "population.degree=4", "--set", "sim.rounds=2", "--out", str(tmp_path / "sim"), "-q")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     sim = json.loads((tmp_path / "sim" / "summary.json").read_text())
     assert sim["advocates"] == [f"{out}:300"]
     assert abs(sim["efficiency"] - s["efficiency"]) <= 0.01, (sim["efficiency"], s["efficiency"])
@@ -208,14 +208,14 @@ def test_the_checkpoint_reproduces_its_efficiency_among_a_million_agents(lindahl
 def test_a_checkpoint_of_another_layout_is_refused_in_one_line(lindahl_runs, tmp_path):
     """A Coase checkpoint deployed in the auction scenario: exit 2, one line naming the key and what differs."""
     out, _ = lindahl_runs[4]
-    r = cli("simulate", "auction_first_price", "--set", f"advocates.policy={out}", "--set",
+    r = run_cli("simulate", "auction_first_price", "--set", f"advocates.policy={out}", "--set",
             "population.n_agents=1000", "--out", str(tmp_path / "x"), "-q")
-    assert r.returncode == 2, r.stderr
+    assert r.code == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "advocates.policy" in lines[0] and "'coase'" in lines[0], lines
-    r = cli("simulate", "coase_es", "--set", f"advocates.policy={tmp_path / 'nowhere'}", "--out",
+    r = run_cli("simulate", "coase_es", "--set", f"advocates.policy={tmp_path / 'nowhere'}", "--out",
             str(tmp_path / "y"), "-q")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 LEARNED_DEVICES = """
@@ -258,10 +258,10 @@ def test_a_learned_provider_wins_clients_from_a_truthful_one(lindahl_runs, tmp_p
     a round and choose by logit on the providers' mean client utility. A's clients end with the higher utility and
     A's market share grows from its initial half over the 12 rounds."""
     out, _ = lindahl_runs[4]
-    r = cli("simulate", "coase_es", "--set", f"providers.policy=[{out}, truthful]", "--set", "providers.count=2",
+    r = run_cli("simulate", "coase_es", "--set", f"providers.policy=[{out}, truthful]", "--set", "providers.count=2",
             "--set", "providers.switching_rate=0.2", "--set", "population.n_agents=1000000", "--set",
             "population.degree=4", "--set", "sim.rounds=12", "--out", str(tmp_path / "sim"), "-q")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     s = json.loads((tmp_path / "sim" / "summary.json").read_text())
     shares = np.asarray(s["per_round"]["provider_shares"])[:, 0]
     assert abs(shares[0] - 0.5) < 0.01 and shares[-1] > shares[0] + 0.05, shares
@@ -279,12 +279,12 @@ def test_a_providers_policy_is_chosen_by_at_p_and_a_scripted_one_is_refused(tmp_
     out = tmp_path / "run"
     train(load_config("coase_es", ["train.iterations=150", "checkpoint.every=150", "providers.count=2",
                                    "providers.advocate=[truthful, learned]", "population.n_agents=8192"]), out)
-    r = cli("simulate", "coase_es", "--set", f"advocates.policy={out}@1", "--set", "population.n_agents=8192",
+    r = run_cli("simulate", "coase_es", "--set", f"advocates.policy={out}@1", "--set", "population.n_agents=8192",
             "--out", str(tmp_path / "sim"), "-q")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     s = json.loads((tmp_path / "sim" / "summary.json").read_text())
     assert s["advocates"] == [f"{out}:150@1"] and s["report_ratio"] < 0.6, s["report_ratio"]
     for spec, word in ((str(out), "scripted"), (f"{out}@2", "provider 2")):
-        r = cli("simulate", "coase_es", "--set", f"advocates.policy={spec}", "--out", str(tmp_path / "x"), "-q")
+        r = run_cli("simulate", "coase_es", "--set", f"advocates.policy={spec}", "--out", str(tmp_path / "x"), "-q")
         lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and len(lines) == 1 and word in lines[0], r.stderr
+        assert r.code == 2 and len(lines) == 1 and word in lines[0], r.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli
+from tests.conftest import run_cli
 
 BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
@@ -27,12 +27,12 @@ def figures_in_browser(page: Path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def sim_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "lindahl"
-    r = cli("simulate", "coase", "-q", "--out", str(out), "--set", "population.n_agents=4000", "--set", "sim.rounds=6",
+    r = run_cli("simulate", "coase", "-q", "--out", str(out), "--set", "population.n_agents=4000", "--set", "sim.rounds=6",
             "--set", "state.rights=emitter", "--set", "mechanism.kind=lindahl", "--set",
             "advocates.strategy=best_response", "--set", "sim.coalitions=true")
-    assert r.returncode == 0, r.stderr
-    r = cli("report", str(out), "-q")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
+    r = run_cli("report", str(out), "-q")
+    assert r.code == 0, r.stderr
     return out
 
 
@@ -60,11 +60,11 @@ def test_report_opens_in_headless_chromium_with_every_figure_loaded(sim_run, tmp
 
 def test_report_of_a_cost_sweep_draws_efficiency_against_cost(tmp_path):
     out = tmp_path / "sweep"
-    r = cli("simulate", "coase", "-q", "--out", str(out), "--set", "population.n_agents=2000", "--set", "sim.rounds=3",
+    r = run_cli("simulate", "coase", "-q", "--out", str(out), "--set", "population.n_agents=2000", "--set", "sim.rounds=3",
             "--set", "mechanism.kind=clarke", "--sweep", "state.transaction_costs.per_party=0,0.001,0.01,0.1",
             "--sweep", "state.rights=emitter,victim")
-    assert r.returncode == 0, r.stderr
-    assert cli("report", str(out), "-q").returncode == 0
+    assert r.code == 0, r.stderr
+    assert run_cli("report", str(out), "-q").code == 0
     assert (out / "report_figures" / "tc_curve.png").exists()
     if BROWSER is not None:
         total, loaded = figures_in_browser(out / "report.html")
@@ -73,9 +73,9 @@ def test_report_of_a_cost_sweep_draws_efficiency_against_cost(tmp_path):
 
 def test_report_of_a_training_run(tmp_path):
     out = tmp_path / "es"
-    r = cli("train", "coase_es", "-q", "--out", str(out), "--set", "train.iterations=20", "--set", "train.log_every=10")
-    assert r.returncode == 0, r.stderr
-    assert cli("report", str(out), "-q").returncode == 0
+    r = run_cli("train", "coase_es", "-q", "--out", str(out), "--set", "train.iterations=20", "--set", "train.log_every=10")
+    assert r.code == 0, r.stderr
+    assert run_cli("report", str(out), "-q").code == 0
     figs = {p.name for p in (out / "report_figures").glob("*.png")}
     assert {"training.png", "free_riding.png", "strategy.png"} <= figs
 
@@ -87,8 +87,8 @@ def test_report_of_an_auction_run_shows_the_strategy_and_the_distance_over_train
     out = tmp_path / "fp"
     sets = ["train.iterations=100", "train.log_every=50", "checkpoint.every=50", "train.seeds=2",
             "train.eval_opponents=4096", "train.eval_values=256"]
-    r = cli("train", "auction_first_price", "-q", "--out", str(out), *[a for x in sets for a in ("--set", x)])
-    assert r.returncode == 0, r.stderr
+    r = run_cli("train", "auction_first_price", "-q", "--out", str(out), *[a for x in sets for a in ("--set", x)])
+    assert r.code == 0, r.stderr
     (panel,) = json.loads((out / "strategy.json").read_text())["panels"]
     kinds = [(x["kind"], x["seed"]) for x in panel["series"]]
     assert kinds == [("learned", 0), ("learned", 1), ("theory", None)]
@@ -96,7 +96,7 @@ def test_report_of_an_auction_run_shows_the_strategy_and_the_distance_over_train
     assert max(abs(y - x / 2) for x, y in zip(theory["x"], theory["y"])) < 1e-6
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [len(row["per_seed"]["bne_rmse"]) for row in rows] == [2, 2]
-    assert cli("report", str(out), "-q").returncode == 0
+    assert run_cli("report", str(out), "-q").code == 0
     figs = {p.name for p in (out / "report_figures").glob("*.png")}
     assert {"strategy.png", "equilibrium.png", "training.png"} <= figs
 
@@ -115,7 +115,7 @@ def test_the_progress_line_fits_80_columns_without_cutting_names():
 
 
 def test_report_refuses_what_is_not_a_run(tmp_path):
-    r = cli("report", str(tmp_path / "missing"))
-    assert r.returncode == 2 and "not a directory" in r.stderr + r.stdout and "Traceback" not in r.stderr
-    r = cli("report", str(tmp_path))
-    assert r.returncode == 2 and "not a coasejax run directory" in r.stderr + r.stdout
+    r = run_cli("report", str(tmp_path / "missing"))
+    assert r.code == 2 and "not a directory" in r.stderr + r.stdout and "Traceback" not in r.stderr
+    r = run_cli("report", str(tmp_path))
+    assert r.code == 2 and "not a coasejax run directory" in r.stderr + r.stdout
