@@ -105,6 +105,9 @@ def initialize(environ: Mapping[str, str] | None = None) -> bool:
     # XLA:CPU computes across processes only through a collectives library; the default ("none") fails at the first
     # cross-process computation. No effect on GPU or TPU backends.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if not spec.get("auto") and spec["process_id"] != 0:
+        _wait_for_coordinator(spec["coordinator_address"], spec["initialization_timeout"], spec["process_id"],
+                              spec["num_processes"])
     kwargs = {k: v for k, v in spec.items() if k != "auto"}
     where = ("the cluster JAX detects" if spec.get("auto") else
              f"{spec['coordinator_address']} as process {spec['process_id']} of {spec['num_processes']}")
@@ -121,6 +124,28 @@ def initialize(environ: Mapping[str, str] | None = None) -> bool:
                         f"{' '.join(str(e).split())[:200]}") from None
     _joined = True
     return True
+
+
+def _wait_for_coordinator(address: str, timeout: int, process_id: int, num_processes: int) -> None:
+    """Wait until the coordinator at ``address`` accepts a connection, or raise :class:`JoinError` after ``timeout``
+    seconds: JAX's own client, when its connection times out, aborts the whole process with a stack trace instead of
+    raising. (Process 0 serves the coordinator and cannot check its peers this way: when they never come, JAX's
+    abort is what ends it.)"""
+    import socket
+    import time
+
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise JoinError(f"cannot join the multi-process run at {address} as process {process_id} of "
+                                f"{num_processes}: no coordinator answered there within {timeout} s ({e.strerror or e}"
+                                f"); is process 0 running, and is {COORDINATOR} its address?") from None
+            time.sleep(0.2)
 
 
 def process_index() -> int:

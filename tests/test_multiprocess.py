@@ -178,3 +178,20 @@ def test_the_command_line_refuses_a_wrong_coordinator_setting_in_one_line_with_e
     assert run.returncode == 2, run.stderr
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: COASEJAX_COORDINATOR='127.0.0.1:99999'"), run.stderr
+
+
+def test_a_coordinator_that_does_not_answer_is_one_line_and_exit_3():
+    """Process 1 of 2 with no process 0 serving the coordinator: one line after COASEJAX_INIT_TIMEOUT, exit 3 (an
+    environment fault), not JAX's abort with a stack trace."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "COASEJAX_COORDINATOR": f"127.0.0.1:{port}", "COASEJAX_NUM_PROCESSES": "2",
+           "COASEJAX_PROCESS_ID": "1", "COASEJAX_INIT_TIMEOUT": "1", "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run([sys.executable, "-m", "coasejax.cli", "simulate", "quickstart", "--dry-run"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 3, run.stderr
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "no coordinator answered" in lines[0] and f"127.0.0.1:{port}" in lines[0], run.stderr
