@@ -84,6 +84,15 @@ def test_generic_policy_reaches_the_equilibrium(preset, sets, rmse, tmp_path: Pa
     assert summary["utility_loss_rel"] <= 0.005, summary["utility_loss_rel"]
 
 
+def test_optimistic_adam_is_for_gradient_training_only():
+    """``train.optimizer: optimistic_adam`` is the gradient learner's own: asking ES for it is
+    a config error naming the key, not a failure inside the optimiser's construction."""
+    from coasejax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        load_config("auction_all_pay", ["train.optimizer=optimistic_adam", "train.algo=es"])
+
+
 @pytest.fixture(scope="module")
 def trained_first_price(tmp_path_factory):
     from coasejax.train.auction_game import auction_game
@@ -160,7 +169,8 @@ def test_utility_loss_rel_is_guarded_when_best_response_earns_nothing():
     from coasejax.train.auction_game import auction_game
 
     cfg = lc("auction_all_pay", ["env.n_bidders=3", "env.value_dist=power:2", "policy.output=linear",
-                                 "policy.win_prob=false", "policy.init_scale=1", "train.eval_values=256",
+                                 "train.optimizer=adam", "policy.win_prob=false", "policy.init_scale=1",
+                                 "train.eval_values=256",
                                  "train.eval_opponents=4096", "train.eval_grid=64"])
     game = auction_game(cfg)
     state = es.init(game, cfg.train, KEY)

@@ -190,7 +190,9 @@ class TrainConfig(_Section):
     sigma: float = Field(0.005, gt=0.0, le=10.0, description="ES noise scale in parameter space")
     batch: int = Field(1024, ge=1, le=2**24, description="private values each perturbation is evaluated on")
     opponents: int = Field(16_384, ge=1, le=2**24, description="opponent draws per iteration (common to all candidates)")
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "optimistic_adam"] = Field(
+        "adam", description="optimistic_adam (train.algo: gradient only): Adam on the optimistic gradient, which "
+                            "damps the cycling of simultaneous gradient play")
     learning_rate: float = Field(0.02, gt=0.0, le=10.0)
     schedule: Literal["constant", "cosine", "linear", "exponential"] = "cosine"
     final_lr_fraction: float = Field(0.1, ge=0.0, le=1.0, description="learning rate at the end, as a fraction")
@@ -257,6 +259,9 @@ def check_training(cfg) -> None:
     if train.algo == "gradient" and env.kind != "auction":
         raise ValueError(f"train.algo: gradient trains auctions (a payoff differentiable in the bid); env.kind "
                          f"{env.kind} trains with {'ppo' if env.kind == 'coase_rounds' else 'es'}")
+    if train.optimizer == "optimistic_adam" and train.algo != "gradient":
+        raise ValueError(f"train.optimizer: optimistic_adam is for train.algo: gradient (simultaneous gradient play), "
+                         f"got train.algo: {train.algo}")
     if train.smoothing_final > train.smoothing:
         raise ValueError(f"train.smoothing_final: must not exceed train.smoothing ({train.smoothing}), "
                          f"got {train.smoothing_final}")

@@ -8,7 +8,8 @@ learning for equilibrium computation in markets", ICML, for smoothing the alloca
 bandwidth of admission at the reserve decays geometrically from ``train.smoothing`` to ``train.smoothing_final``
 over the run, so the game played at the end is the exact one. The parameters, the optimiser (``train.optimizer``,
 ``train.schedule``) and the checkpointed state are those of :mod:`coasejax.train.es`, so a run cut into chunks, or
-stopped and resumed, gives the same numbers.
+stopped and resumed, gives the same numbers; ``train.optimizer: optimistic_adam`` (:func:`optimizer`) is this
+learner's own.
 
 Nothing about the equilibrium enters: the policy is the generic MLP on the bidder's own value
 (:class:`coasejax.policies.Advocate` with ``output: sigmoid``), and the learner knows only the auction's payoff rule
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from coasejax.policies import take
+from coasejax.policies import init_stack, take
 from coasejax.train import es
 from coasejax.train.game import Game
 
@@ -32,9 +33,21 @@ def bandwidth(tc, step: jax.Array) -> jax.Array:
     return tc.smoothing * (tc.smoothing_final / tc.smoothing) ** jnp.minimum(frac, 1.0)
 
 
+def optimizer(tc) -> optax.GradientTransformation:
+    """:func:`coasejax.train.es.optimizer`, or with ``train.optimizer: optimistic_adam`` Adam on the optimistic
+    gradient ``2 g_t − g_{t−1}`` (``optax.optimistic_adam_v2``, alpha = beta = 1; Daskalakis et al. 2018, "Training
+    GANs with optimism", ICLR) under ``train.schedule``: simultaneous gradient play in the all-pay auction cycles
+    (the bids of every type swing by 0.5 with period ~1000 iterations at n = 2, F(v) = v⁴ under Adam), and the
+    optimistic correction damps the rotation (BENCHMARKS.md, "Auctions with the generic policy")."""
+    if tc.optimizer != "optimistic_adam":
+        return es.optimizer(tc)
+    opt = optax.optimistic_adam_v2(es.schedule(tc))
+    return optax.chain(optax.clip_by_global_norm(tc.grad_clip), opt) if tc.grad_clip else opt
+
+
 def gradient_step(game: Game, tc, state: es.TrainState) -> tuple[es.TrainState, es.StepMetrics]:
     """One iteration for every provider at once: each one's gradient against the current stack."""
-    opt = es.optimizer(tc)
+    opt = optimizer(tc)
     key = jax.random.fold_in(state.key, state.step)
     h = bandwidth(tc, state.step)
 
@@ -65,6 +78,18 @@ class Gradient(es.ES):
             raise ValueError(f"train.algo: gradient needs a differentiable game; {game.name} has none (use es)")
         super().__init__(game, tc)
         self.agents_per_iteration = game.n_providers * (tc.batch + game.opponent_draws)
+
+    def init_states(self) -> es.TrainState:
+        """:func:`coasejax.train.es.init_states` (the same keys, so the same parameters) with this learner's
+        :func:`optimizer`."""
+        game, tc = self.game, self.tc
+
+        def init(key):
+            k_init, k_run = jax.random.split(key)
+            params = init_stack(game.module, k_init, game.n_providers, game.obs_dim)
+            return es.TrainState(params, optimizer(tc).init(params), k_run, jnp.zeros((), jnp.int32))
+
+        return jax.vmap(init)(es.seed_keys(tc))
 
     def make_chunk(self, length: int):
         return es.make_chunk(self.game, self.tc, length, step=gradient_step)
