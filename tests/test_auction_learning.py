@@ -69,12 +69,13 @@ GENERIC = [
                               "train.iterations=1500"], 0.01),
     ("auction_all_pay", ["train.iterations=1000"], 0.01),
     ("auction_all_pay", ["env.value_dist=power:0.5", "train.iterations=1000"], 0.01),
+    ("auction_all_pay", ["env.value_dist=power:4", "train.iterations=2000"], 0.01),
 ]
 
 
 @pytest.mark.parametrize("preset,sets,rmse", GENERIC, ids=["fp_n2", "fp_n2_power4_r0.45", "fp_n10_power0.5_r0.45",
                                                            "sp_n2_power0.5_r0.45_from_half", "ap_n2",
-                                                           "ap_n2_power0.5"])
+                                                           "ap_n2_power0.5", "ap_n2_power4"])
 def test_generic_policy_reaches_the_equilibrium(preset, sets, rmse, tmp_path: Path):
     """bne_rmse within the tolerance and under half the start's distance from the equilibrium (:func:`rmse_bound`:
     the learned bids are closer to the equilibrium than to where they started), utility_loss_rel ≤ 0.005. The
@@ -85,7 +86,7 @@ def test_generic_policy_reaches_the_equilibrium(preset, sets, rmse, tmp_path: Pa
 
 
 def test_optimistic_adam_is_for_gradient_training_only():
-    """``train.optimizer: optimistic_adam`` is the gradient learner's own: asking ES for it is
+    """``train.optimizer: optimistic_adam`` (the all-pay preset's) is the gradient learner's own: asking ES for it is
     a config error naming the key, not a failure inside the optimiser's construction."""
     from coasejax.config import ConfigError
 

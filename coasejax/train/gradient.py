@@ -38,7 +38,7 @@ def optimizer(tc) -> optax.GradientTransformation:
     gradient ``2 g_t − g_{t−1}`` (``optax.optimistic_adam_v2``, alpha = beta = 1; Daskalakis et al. 2018, "Training
     GANs with optimism", ICLR) under ``train.schedule``: simultaneous gradient play in the all-pay auction cycles
     (the bids of every type swing by 0.5 with period ~1000 iterations at n = 2, F(v) = v⁴ under Adam), and the
-    optimistic correction damps the rotation (BENCHMARKS.md, "Auctions with the generic policy")."""
+    optimistic correction damps the rotation (the all-pay preset, ``configs/auction_all_pay.yaml``)."""
     if tc.optimizer != "optimistic_adam":
         return es.optimizer(tc)
     opt = optax.optimistic_adam_v2(es.schedule(tc))
