@@ -4,6 +4,10 @@ Bad input (a missing or malformed config, an unknown key, a value out of range) 
 file and what is allowed, and exits with code 2, without a traceback. An environment fault (a full or read-only disk,
 memory that ran out) prints one line and exits with code 3. Every failure goes through one printer
 (:func:`coasejax.cliutil.print_error`); :func:`main` turns the exceptions that reach it into those lines.
+
+Launched as several processes (``COASEJAX_COORDINATOR``/``COASEJAX_NUM_PROCESSES``/``COASEJAX_PROCESS_ID`` or
+``COASEJAX_DISTRIBUTED=auto``; docs/scaling.md), the module joins the run when it is imported, before any JAX backend
+starts, and only process 0 prints progress and writes outputs.
 """
 
 from __future__ import annotations
