@@ -231,7 +231,8 @@ def opposing_cdf(b: jax.Array, cdf: BidCDF, power: jax.Array) -> jax.Array:
     return jnp.prod(jnp.where(pw == 0, 1.0, h) ** pw, axis=0)
 
 
-_GL_T, _GL_W = (jnp.asarray(a, jnp.float32) for a in np.polynomial.legendre.leggauss(8))
+#: nodes and weights as Python floats (weakly typed: float32 in the traced sums), so importing starts no JAX backend
+_GL_T, _GL_W = (tuple(float(x) for x in a) for a in np.polynomial.legendre.leggauss(8))
 
 
 def _integral(lo, hi, f):
