@@ -40,7 +40,8 @@ Per round, per emitter i with victims ``j_1..j_k`` (all recomputed from the curr
    bargaining power ``clip(β + (σ_e − mean σ_v)/2, 0, 1)`` (advocates' skill), alternating offers, Lindahl, Clarke or
    the assurance contract (threshold ``m = ⌈θ k⌉``, refund bonus, both rights regimes);
 4. **attempt**: ``Ŝ > 0`` and ``e Ŝ ≥ TC`` (enforcement e; ``per_deal`` raised to the floor), unless a party vetoes:
-   an outlay above its allowance (budget rule, budget share) or a gain below its reservation payment; an attempted
+   an outlay above its allowance (budget rule, budget share; with e < 1 the larger of the honoured outcome's outlay
+   and the breached one's, which moves no transfer but pays the costs) or a gain below its reservation payment; an attempted
    deal pays its costs and is honoured iff the enforcement uniform is below e; a failed assurance contract pays each
    pledger its refund bonus out of the emitter's wealth;
 5. **money**: transfers, costs, the tax (paid by the emitter, recycled lump-sum to everybody or ``τx/k`` to each
@@ -594,11 +595,14 @@ def simulate_reference(cfg: Config, env: int = 0) -> dict:
             checks = []  # (value, bound, is_upper_bound) of every veto rule
             if budget_rule or budget_share is not None:
                 outlay_e = tax * out_x - to_e + tc_emitter
+                if draw_enforcement:  # breached: no transfer, the costs (and the status quo's tax) still paid
+                    outlay_e = max(outlay_e, tax * x_sq + tc_emitter)
                 bound = allowance(i) * (budget_share[i] if budget_share is not None else 1.0)
                 checks.append((outlay_e, bound, True))
                 for s, j in enumerate(victims):
                     bound = allowance(j) * (budget_share[j] if budget_share is not None else 1.0)
-                    checks.append((from_v[s] + tc_v[s], bound, True))
+                    outlay_v = max(from_v[s] + tc_v[s], tc_v[s]) if draw_enforcement else from_v[s] + tc_v[s]
+                    checks.append((outlay_v, bound, True))
             if reservation is not None:
                 checks.append((g_e, reservation[i], False))
                 for s, j in enumerate(victims):
