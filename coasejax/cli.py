@@ -6,7 +6,7 @@ memory that ran out) prints one line and exits with code 3. Every failure goes t
 (:func:`coasejax.cliutil.print_error`); :func:`main` turns the exceptions that reach it into those lines.
 
 Launched as several processes (``COASEJAX_COORDINATOR``/``COASEJAX_NUM_PROCESSES``/``COASEJAX_PROCESS_ID`` or
-``COASEJAX_DISTRIBUTED=auto``; docs/scaling.md), the module joins the run when it is imported, before any JAX backend
+``COASEJAX_DISTRIBUTED=auto``; docs/scaling.md), :func:`main` joins the run first, before any JAX backend
 starts, and only process 0 prints progress and writes outputs.
 """
 
@@ -30,20 +30,7 @@ from rich.table import Table
 from coasejax import distributed
 
 
-def _join() -> BaseException | None:
-    """Join a multi-process run if the environment asks for one (:mod:`coasejax.distributed`), before any import
-    starts a JAX backend (some modules compute constants when imported); the error, if any, for :func:`main` to
-    print as its one line."""
-    try:
-        distributed.initialize()
-    except Exception as e:  # noqa: BLE001  (ConfigError: exit 2; JoinError: exit 3; reported by main)
-        return e
-    return None
-
-
-_JOIN_ERROR = _join()
-
-from coasejax import scenarios  # noqa: E402,F401  (registers every scenario's env section before configs load)
+from coasejax import scenarios  # noqa: F401  (registers every scenario's env section before configs load)
 from coasejax.cliutil import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EnvironmentFault, SetOption,
                               check_memory, check_out_path, console, fail, os_fault, prepare_out_dir, print_error,
                               write_atomic)
@@ -390,8 +377,8 @@ def main() -> None:
     fault (a full or read-only disk, memory), 1 for an internal error (a bug: ``COASEJAX_TRACEBACK=1`` re-raises it
     with its traceback)."""
     try:
-        if _JOIN_ERROR is not None:
-            raise _JOIN_ERROR
+        distributed.initialize()  # join a multi-process run if the environment asks for one (no package import
+        # starts a JAX backend, so it is still in time here); ConfigError: exit 2, JoinError: exit 3
         _command()(prog_name="coasejax")  # what app() does, with the click command built once per process
     except ConfigError as e:
         print_error(e)
