@@ -26,8 +26,9 @@ differs, raised before JAX ever sees the saved arrays.
 
 When Orbax fails to read a checkpoint, reads it had in flight finish on TensorStore's threads after its event loop is
 closed, and each prints a traceback through ``sys.unraisablehook`` (``Event loop is closed``, ``Encountered error
-while reading array index``). :func:`manager` installs a filter that drops exactly those (every other unraisable
-exception still reaches the previous hook), so a refused checkpoint prints its one line and nothing else.
+while reading array index``) or asyncio's logger (``Task exception was never retrieved`` of a TensorStore read
+error). :func:`manager` installs filters that drop exactly those (every other unraisable exception and log record
+still gets through), so a refused checkpoint prints its one line and nothing else.
 """
 
 from __future__ import annotations
@@ -83,7 +84,20 @@ def _orbax_noise(unraisable) -> bool:
     return type(exc) is Exception and text.startswith("Encountered error while reading array index")
 
 
+class _AsyncioNoise(logging.Filter):
+    """Drops asyncio's ``Task exception was never retrieved`` record when the task's exception is a TensorStore
+    read error (a read Orbax had in flight when it gave up on a checkpoint, collected later at a random time)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith("Task exception was never retrieved")
+                    and isinstance(exc, ValueError) and "tensorstore_spec=" in str(exc))
+
+
 def _install_noise_filter() -> None:
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AsyncioNoise) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_AsyncioNoise())
     previous = sys.unraisablehook
     if getattr(previous, "_coasejax_filter", False):
         return

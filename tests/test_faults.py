@@ -353,10 +353,10 @@ def test_a_diverged_run_stops_before_writing_a_non_finite_number(es_run, tmp_pat
     import jax
 
     cfg, trainer, *_ = es_run
-    real = trainer.chunk
+    real = trun.Trainer.chunk
 
-    def poisoned(n, states):
-        fn = real(n, states)
+    def poisoned(self, n, states):
+        fn = real(self, n, states)
 
         def run(s):
             out, m = fn(s)
@@ -366,7 +366,9 @@ def test_a_diverged_run_stops_before_writing_a_non_finite_number(es_run, tmp_pat
 
         return run
 
-    monkeypatch.setattr(trainer, "chunk", poisoned)
+    # on the class, as inject() does: undoing a patch of the instance would leave the bound method in its __dict__,
+    # hiding every later class-level patch (the kill tests after this one would then inject nothing)
+    monkeypatch.setattr(trun.Trainer, "chunk", poisoned)
     with pytest.raises(trun.TrainingDiverged, match=r"train.learning_rate: .* seed 0 went non-finite by step 30"):
         trun.train(cfg, tmp_path / "run", trainer=trainer)
     assert sorted(int(p.name) for p in (tmp_path / "run/checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
