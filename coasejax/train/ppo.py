@@ -60,6 +60,8 @@ INIT_LOGIT = 0.5
 #: the discount factor of a scenario without ``discount``
 DEFAULT_DISCOUNT = 0.99
 LOG_2PI = math.log(2 * math.pi)
+#: the most seat-rounds whose activations one gradient pass keeps (:meth:`PPO.grads`: larger minibatches are split)
+GRAD_ROWS = 2**15
 
 
 def squash(z: jax.Array, low, high) -> jax.Array:
@@ -102,6 +104,20 @@ class StepMetrics(NamedTuple):
     deal_rate: jax.Array  # f32[] scenario.metrics' deal rate of the rollout (nan if none)
     value_loss: jax.Array
     std: jax.Array  # f32[] mean action sd (pre-squash) over learned providers
+
+
+class Rollout(NamedTuple):
+    """What the update keeps of a rollout: only what cannot be recomputed. Observations, decision masks, seat
+    providers and the trained mask are functions of the environment's state and the pool's choice of seats
+    (:meth:`PPO.views`), so the state (smaller than its two seats' views) is kept and they are recomputed block by
+    block in the update."""
+
+    env: Any  # the scenario's state at the start of each round, leading axis T
+    pooled: Any  # bool[S, N] the seats playing the pool's snapshot this iteration (None without a pool)
+    z: jax.Array  # f32[T, S, N, A]
+    logp: jax.Array  # f32[T, S, N]
+    adv: jax.Array  # f32[T, S, N] (normalised)
+    ret: jax.Array  # f32[T, S, N]
 
 
 class Batch(NamedTuple):
@@ -208,6 +224,16 @@ class PPO:
             return jnp.ones((self.seats, self.n, self.n_actions), bool)
         return self.scenario.decisions(self.params, es)
 
+    def views(self, es, pooled=None):
+        """Each seat's observation ``f32[S, N, D]``, decided fields ``bool[S, N, A]``, provider ``i32[S, N]`` and
+        whether it is trained ``bool[S, N]`` (a learned provider's, not a pooled seat) in state ``es``."""
+        p, sc = self.params, self.scenario
+        prov = sc.seat_providers(p, es)
+        trained = self.learned[prov]
+        if pooled is not None:
+            trained = trained & ~pooled
+        return sc.observe(p, es), self.decisions(es), prov, trained
+
     def summary(self, summed) -> dict:
         """``scenario.metrics`` of metrics summed over rounds (without it: the summed fields themselves)."""
         if self.scenario.metrics is None:
@@ -232,6 +258,7 @@ class PPO:
         k_pool, k_steps = jax.random.split(key)
         ls = self.log_std_at(state.step)
         use_pool = tc.pool_size > 0 and tc.pool_prob > 0
+        pooled = None
         if use_pool:  # one snapshot per iteration; one seat of a share pool_prob of the agent axis plays it
             kp = jax.random.split(k_pool, 3)
             which = jax.random.randint(kp[0], (), 0, jnp.maximum(jnp.minimum(state.pool_count, tc.pool_size), 1))
@@ -242,28 +269,25 @@ class PPO:
 
         def body(es, t):
             k_act, k_env = jax.random.split(jax.random.fold_in(k_steps, t))
-            obs = sc.observe(p, es)
-            use = self.decisions(es)
-            prov = sc.seat_providers(p, es)
+            obs, use, prov, trained = self.views(es, pooled)
             eps = jax.random.normal(k_act, use.shape, jnp.float32)
             z, acts, mean, log_std, value = self.act(state.params, obs, prov, eps, ls)
-            trained = self.learned[prov]
             if use_pool:
                 _, acts_p, *_ = self.act(snapshot, obs, prov, eps, ls)
                 acts = jnp.where(pooled[..., None], acts_p, acts)
-                trained = trained & ~pooled
             logp = log_prob(z, mean, log_std, use)
+            acted = trained & jnp.any(use, axis=-1)
             es2, tr = sc.step(k_env, es, acts, p)
             seat_r = jnp.stack([jnp.sum(jnp.where(prov == j, tr.reward, 0.0)) for j in range(self.m)])
             seats = jnp.stack([jnp.sum((prov == j).astype(jnp.float32)) for j in range(self.m)])
-            return es2, (obs, z, use, logp, prov, trained, value, tr.reward, tr.done, seat_r, seats, tr.metrics)
+            return es2, (es, z, logp, acted, value, tr.reward, tr.done, seat_r, seats, tr.metrics)
 
         es, out = jax.lax.scan(body, state.env, jnp.arange(tc.rollout))
-        obs, z, use, logp, prov, trained, value, reward, done, seat_r, seats, metrics = out
+        states, z, logp, acted, value, reward, done, seat_r, seats, metrics = out
         _, _, last_value = self.forward(state.params, sc.observe(p, es), sc.seat_providers(p, es))
-        return es, (obs, z, use, logp, prov, trained, value, reward, done, last_value), (seat_r, seats, metrics)
+        return es, (states, pooled, z, logp, acted, value, reward, done, last_value), (seat_r, seats, metrics)
 
-# -- advantages ---------------------------------------------------------------------------------------------------
+    # -- advantages ---------------------------------------------------------------------------------------------------
     def gae(self, value, reward, done, last_value):
         """Advantages and returns, ``f32[T, S, N]``, each seat discounted by its own factor; ``done`` is
         ``bool[T, N]`` (every seat of an agent-axis entry at once) or ``bool[T, S, N]``."""
@@ -284,34 +308,81 @@ class PPO:
         return adv, adv + value
 
     # -- update -------------------------------------------------------------------------------------------------------
-    def loss(self, params, b: Batch, log_std_now=None):
+    def loss(self, params, b: Batch, log_std_now=None, counts=None, valid=None):
+        """The minibatch's loss and value loss. With ``counts`` (the minibatch's acted and trained seat-rounds) and
+        ``valid`` (``bool[B]``, the bargains of ``b`` that are this part's), the part of a minibatch split into
+        sub-blocks: the policy and value terms summed over ``b``'s valid bargains and divided by the whole
+        minibatch's counts, without the entropy term (:meth:`grads`)."""
         tc = self.tc
         mean, log_std, value = self.forward(params, b.obs, b.provider, log_std_now)
         ratio = jnp.exp(log_prob(b.z, mean, log_std, b.use) - b.logp)
         acted = (b.trained & jnp.any(b.use, axis=-1)).astype(jnp.float32)
-        surrogate = jnp.minimum(ratio * b.adv, jnp.clip(ratio, 1 - tc.clip_eps, 1 + tc.clip_eps) * b.adv)
-        policy_loss = -jnp.sum(surrogate * acted) / jnp.maximum(jnp.sum(acted), 1.0)
         weight = b.trained.astype(jnp.float32)
-        value_loss = 0.5 * jnp.sum((value - b.ret) ** 2 * weight) / jnp.maximum(jnp.sum(weight), 1.0)
-        stds = params["params"]["log_std"]  # f32[M, A]
-        entropy = jnp.mean(jnp.sum(stds + 0.5 * (LOG_2PI + 1.0), axis=-1))
-        return policy_loss + tc.value_coef * value_loss - tc.entropy_coef * entropy, value_loss
+        if valid is not None:
+            acted, weight = acted * valid, weight * valid
+        n_acted, n_weight = (jnp.sum(acted), jnp.sum(weight)) if counts is None else counts
+        surrogate = jnp.minimum(ratio * b.adv, jnp.clip(ratio, 1 - tc.clip_eps, 1 + tc.clip_eps) * b.adv)
+        policy_loss = -jnp.sum(surrogate * acted) / jnp.maximum(n_acted, 1.0)
+        value_loss = 0.5 * jnp.sum((value - b.ret) ** 2 * weight) / jnp.maximum(n_weight, 1.0)
+        if counts is not None:
+            return policy_loss + tc.value_coef * value_loss, value_loss
+        return policy_loss + tc.value_coef * value_loss - tc.entropy_coef * self.entropy(params), value_loss
 
-    def update(self, params, opt_state, batch: Batch, key, log_std=None):
+    def entropy(self, params):
+        stds = params["params"]["log_std"]  # f32[M, A]
+        return jnp.mean(jnp.sum(stds + 0.5 * (LOG_2PI + 1.0), axis=-1))
+
+    def grads(self, params, mb: Batch, log_std=None):
+        """``(grads, value loss)`` of the minibatch ``mb`` (``[T, S, B, ...]``). A minibatch of more than
+        :data:`GRAD_ROWS` seat-rounds is split into sub-blocks of the agent axis whose gradients are summed (the last
+        one overlaps the one before it, its repeated bargains masked out), so the activations kept for the backward
+        pass are those of one sub-block: the same gradient up to the order of the float sums."""
+        t, s, b = mb.adv.shape
+        size = max(GRAD_ROWS // (t * s), 1)
+        if size >= b:
+            (_, vloss), g = jax.value_and_grad(self.loss, has_aux=True)(params, mb, log_std)
+            return g, vloss
+        parts = -(-b // size)
+        counts = (jnp.sum(mb.trained & jnp.any(mb.use, axis=-1)).astype(jnp.float32),
+                  jnp.sum(mb.trained).astype(jnp.float32))
+        part_grad = jax.value_and_grad(self.loss, has_aux=True)
+
+        def body(carry, j):
+            g_sum, v_sum = carry
+            start = jnp.minimum(j * size, b - size)
+            sub = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, axis=2), mb)
+            valid = (start + jnp.arange(size)) >= j * size
+            (_, vloss), g = part_grad(params, sub, log_std, counts, valid.astype(jnp.float32))
+            return (jax.tree.map(jnp.add, g_sum, g), v_sum + vloss), None
+
+        zero = (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32))
+        (g, vloss), _ = jax.lax.scan(body, zero, jnp.arange(parts))
+        g_ent = jax.grad(lambda q: -self.tc.entropy_coef * self.entropy(q))(params)
+        return jax.tree.map(jnp.add, g, g_ent), vloss
+
+    def minibatch(self, data: Rollout, i) -> Batch:
+        """Minibatch ``i`` of ``train.minibatches``: the contiguous block ``i`` of the agent axis, every round and seat,
+        its observations, masks and providers recomputed round by round from the kept states (a scan: no more than
+        one round's full views are live at a time)."""
+        size = self.n // self.tc.minibatches
+        start = i * size
+        cut = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, axis=1)  # noqa: E731  [S, N, ...] -> [S, B, ...]
+
+        def views(_, es):
+            return None, tuple(cut(x) for x in self.views(es, data.pooled))
+
+        _, (obs, use, prov, trained) = jax.lax.scan(views, None, data.env)
+        cut_t = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, axis=2)  # noqa: E731
+        return Batch(obs, cut_t(data.z), use, cut_t(data.logp), prov, trained, cut_t(data.adv), cut_t(data.ret))
+
+    def update(self, params, opt_state, data: Rollout, key, log_std=None):
         tc = self.tc
         nb = tc.minibatches
         opt = optimizer(tc)
 
-        def blocks(x):  # [T, S, N, ...] -> [nb, T, S, N/nb, ...]
-            t, s, n = x.shape[:3]
-            return jnp.moveaxis(x.reshape((t, s, nb, n // nb) + x.shape[3:]), 2, 0)
-
-        data = jax.tree.map(blocks, batch)
-
         def minibatch(carry, i):
             params, opt_state = carry
-            mb = jax.tree.map(lambda x: x[i], data)
-            (_, vloss), grads = jax.value_and_grad(self.loss, has_aux=True)(params, mb, log_std)
+            grads, vloss = self.grads(params, self.minibatch(data, i), log_std)
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), (_norm(grads), vloss)
 
@@ -327,16 +398,15 @@ class PPO:
         tc = self.tc
         key = jax.random.fold_in(state.key, state.step)
         k_roll, k_upd = jax.random.split(key)
-        es, (obs, z, use, logp, prov, trained, value, reward, done, last_value), (seat_r, seats, rounds) = \
+        es, (states, pooled, z, logp, acted, value, reward, done, last_value), (seat_r, seats, rounds) = \
             self.rollout(state, k_roll)
         adv, ret = self.gae(value, reward, done, last_value)
-        acted = trained & jnp.any(use, axis=-1)
         count = jnp.maximum(jnp.sum(acted), 1)
         mu = jnp.sum(jnp.where(acted, adv, 0.0)) / count
         sd = jnp.sqrt(jnp.sum(jnp.where(acted, (adv - mu) ** 2, 0.0)) / count)
         adv = (adv - mu) / (sd + 1e-8)
-        batch = Batch(obs, z, use, logp, prov, trained, adv, ret)
-        params, opt_state, gnorm, vloss = self.update(state.params, state.opt_state, batch, k_upd,
+        data = Rollout(states, pooled, z, logp, adv, ret)
+        params, opt_state, gnorm, vloss = self.update(state.params, state.opt_state, data, k_upd,
                                                       self.log_std_at(state.step))
         step = state.step + 1
         pool, pool_count = state.pool, state.pool_count
