@@ -144,6 +144,11 @@ def rss_now() -> int:
         return 0
 
 
+def add_note(rec: dict, text: str) -> None:
+    """Append ``text`` to ``rec``'s note (``; ``-separated)."""
+    rec["note"] = f"{rec['note']}; {text}" if rec.get("note") else text
+
+
 class Memory:
     """The process's memory high-water mark: the first device's ``peak_bytes_in_use`` where the backend reports it,
     else the resident set's (``ru_maxrss``) above the baseline taken at start."""
@@ -306,12 +311,25 @@ class Bench:
                 if "RESOURCE_EXHAUSTED" not in str(e) and type(e).__name__ != "MemoryError":
                     raise
                 n = cfg.population.n_agents
-                rec["note"] = (rec.get("note", "") + f"; out of memory at {n:,}, retried at {n // 2:,}").lstrip("; ")
+                add_note(rec, f"out of memory at {n:,}, retried at {n // 2:,}")
                 gc.collect()
                 cfg = cfg.model_copy(deep=True)
                 cfg.population.n_agents = n // 2
                 rec["n_agents"] = n // 2
         raise MemoryError(f"out of memory down to {cfg.population.n_agents:,} agents")
+
+    def place(self, rec: dict, make, n: int, floor: int, per_agent) -> object | None:
+        """The config of the largest N (from ``n`` down, not below ``floor``) that fits (:meth:`fitted`), with
+        ``rec``'s N and note set; None, with the skip recorded, when none fits."""
+        cfg, note = self.fitted(make, n, floor, per_agent)
+        if cfg is None:
+            rec["skipped"] = note
+            self.record(rec)
+            return None
+        rec["n_agents"] = cfg.population.n_agents
+        if note:
+            add_note(rec, note)
+        return cfg
 
     def engine_items(self, n: int, floor: int) -> None:
         """The plain engine at the largest of n, n/2, … (not below ``floor``) that fits, then the layers at the N the
@@ -319,14 +337,9 @@ class Bench:
         for layers in (False, True):
             kind = "layers" if layers else "engine"
             rec = self.base(kind, n)
-            cfg, note = self.fitted(lambda m: self.engine_cfg(m, layers), n, floor, self.per_agent[kind])
+            cfg = self.place(rec, lambda m: self.engine_cfg(m, layers), n, floor, self.per_agent[kind])
             if cfg is None:
-                rec["skipped"] = note
-                self.record(rec)
                 continue
-            rec["n_agents"] = cfg.population.n_agents
-            if note:
-                rec["note"] = note
             if self.guard(rec, kind, self.estimate(kind, rec["n_agents"])):
                 continue
             self.timed(rec, kind, lambda r: self.measure_sim(r, cfg))
@@ -339,7 +352,7 @@ class Bench:
                 eng = self.engine_ms.get(rec["n_agents"])
                 rec["ratio_to_engine"] = rec["ms_per_round"] / eng if eng else None
                 if not eng:
-                    rec["note"] = (rec.get("note", "") + "; no plain-engine run at this N for the ratio").lstrip("; ")
+                    add_note(rec, "no plain-engine run at this N for the ratio")
             else:
                 self.engine_ms[rec["n_agents"]] = rec["ms_per_round"]
                 n = rec["n_agents"]
@@ -403,15 +416,10 @@ class Bench:
             rec["skipped"] = "no checkpoint: the es item did not run"
             self.record(rec)
             return
-        cfg, note = self.fitted(lambda m: self.engine_cfg(m, False, preset="coase_es",
-                                                          extra=[f"advocates.policy={self.es_run}"]), n, 16, None)
+        cfg = self.place(rec, lambda m: self.engine_cfg(m, False, preset="coase_es",
+                                                     extra=[f"advocates.policy={self.es_run}"]), n, 16, None)
         if cfg is None:
-            rec["skipped"] = note
-            self.record(rec)
             return
-        rec["n_agents"] = cfg.population.n_agents
-        if note:
-            rec["note"] = note
         if self.guard(rec, "learned"):
             return
         self.timed(rec, "learned", lambda r: self.measure_sim(r, cfg))
@@ -435,14 +443,9 @@ class Bench:
             return
         n -= n % d
         eng = self.engine_ms
-        cfg, note = self.fitted(lambda m: self.engine_cfg(m - m % d, False, shard=True), n, 16, None)
+        cfg = self.place(rec, lambda m: self.engine_cfg(m - m % d, False, shard=True), n, 16, None)
         if cfg is None:
-            rec["skipped"] = note
-            self.record(rec)
             return
-        rec["n_agents"] = cfg.population.n_agents
-        if note:
-            rec["note"] = note
         if self.guard(rec, "multi_device", self.estimate("engine", cfg.population.n_agents) / d + 10):
             return
         self.timed(rec, "multi_device", lambda r: self.measure_sim(r, cfg))
