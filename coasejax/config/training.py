@@ -76,6 +76,8 @@ def env_section(data) -> EnvSection:
     if not isinstance(data, dict):
         raise ValueError(f"env: expected a mapping, got {type(data).__name__}")
     kind = data.get("kind", "coase")
+    if isinstance(kind, str) and kind not in ENV_SECTIONS:
+        import coasejax.scenarios  # noqa: F401  (a scenario module may register its own env section on import)
     model = ENV_SECTIONS.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise ValueError(f"env.kind: unknown scenario {kind!r} (registered: {', '.join(sorted(ENV_SECTIONS))})")
