@@ -86,10 +86,20 @@ def test_arthur_predictors_attend_near_capacity():
     keep (send) their holders home (out), a negative feedback centred on L (Arthur: 'mean attendance converges to
     60'); here the means are 0.588 and 0.325, the band is 2-5× their distance. Attendance swings widely (sd ≈ 0.2 of
     N, far above the mixed equilibrium's 0.005): agents holding the same predictors act alike (herding)."""
-    for cap in (0.6, 0.3):
-        cfg = ef_config(10_000, f"env.capacity={cap}", "env.burn_in=50")
-        per, first, p = rollout(EF, cfg, "arthur", 250, 2)
-        s = EF.summarise(cfg, p, per, first, first)
+    caps = (0.6, 0.3)
+    cfgs = [ef_config(10_000, f"env.capacity={cap}", "env.burn_in=50") for cap in caps]
+    ps = [EF.params(c) for c in cfgs]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *ps)  # traced leaves only differ: one compiled vmap
+
+    def one(p, key):
+        s0 = EF.reset(jax.random.fold_in(key, 1), p)
+        return s0, scenarios.rollout(EF, lambda k, pp, s, o: ef.arthur(k, pp, s), key, s0, p, 250)[1]
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    first, per = jax.jit(jax.vmap(lambda p: jax.vmap(lambda k: one(p, k))(keys)))(stacked)
+    for i, cap in enumerate(caps):
+        pick = {k: np.asarray(v[i], np.float64) for k, v in per._asdict().items()}
+        s = EF.summarise(cfgs[i], ps[i], pick, None, None)
         assert abs(s["attendance_mean_fraction"] - cap) < 0.05, s
         assert 0.05 < s["attendance_sd"] / 10_000 < 0.4, s
 
