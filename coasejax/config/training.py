@@ -281,8 +281,8 @@ def check_training(cfg) -> None:
         if cfg.population.n_agents % train.minibatches:
             raise ValueError(f"train.minibatches: must divide population.n_agents ({cfg.population.n_agents}), "
                              f"got {train.minibatches}")
-        if ckpt.best_metric != "efficiency_gap":
-            raise ValueError(f"checkpoint.best_metric: ppo runs rank checkpoints by efficiency_gap, "
+        if env.kind == "coase_rounds" and ckpt.best_metric != "efficiency_gap":
+            raise ValueError(f"checkpoint.best_metric: ppo runs of coase_rounds rank checkpoints by efficiency_gap, "
                              f"got {ckpt.best_metric!r}")
     if env.kind == "auction" and env.auction == "double":
         if env.reserve_price:

@@ -392,7 +392,7 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
             summary["skipped_checkpoints"] = [{"step": s, "reason": why} for s, why in skipped]
         if primary:
             write_strategy(trainer.algo, states.params, out)
-        if tc.algo == "ppo":
+        if tc.algo == "ppo" and cfg.env.kind == "coase_rounds":  # the negotiation's deal rate against its costs
             from coasejax.scenarios.coase_rounds import cost_curve
 
             summary["cost_curve"] = cost_curve(cfg, mean_metrics(last_eval))
