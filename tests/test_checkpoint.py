@@ -13,7 +13,7 @@ import numpy as np
 
 from coasejax import checkpoint as ckpt
 from coasejax.config import load_config
-from tests.conftest import cli, run_cli
+from tests.conftest import cli, run_cli, xla_flags
 
 #: ``python -c HOLD train ...``: the CLI, with the checkpoint of step $HOLD_STEP held after it is written into its
 #: temporary folder and before orbax renames it into place (a marker file says so), so a SIGKILL lands mid-write
@@ -199,7 +199,7 @@ def test_a_checkpoint_restores_onto_another_number_of_devices(tmp_path):
     root = Path(__file__).resolve().parents[1]
 
     def under(devices: int, *args):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        env = {**os.environ, "XLA_FLAGS": xla_flags(f"--xla_force_host_platform_device_count={devices}"),
                "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
         r = subprocess.run([sys.executable, "-c", DEVICES, *args], capture_output=True, text=True, env=env,
                            cwd=root, timeout=300)

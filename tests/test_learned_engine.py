@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from coasejax.config import load_config
-from tests.conftest import run_cli
+from tests.conftest import run_cli, xla_flags
 
 FAST = ["train.iterations=300", "checkpoint.every=300", "train.log_every=50"]
 #: issue 16 item 4: the learned Lindahl ratio within this of 1/(k + 1)
@@ -230,7 +230,7 @@ print(json.dumps({k: s[k] for k in ("welfare", "efficiency", "report_ratio", "tr
 
 
 def _run_on(n_devices, overrides):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={n_devices}"), JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", LEARNED_DEVICES, *overrides], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr

@@ -401,7 +401,7 @@ def test_ppo_resumed_from_a_checkpoint_ends_bit_identical(tmp_path):
 
 @functools.lru_cache(maxsize=2)
 def _train_rubinstein(delta_e, delta_v, iterations=120):
-    """The coase_rubinstein preset at a reduced budget (10³ bargains, 120 iterations): the trainer, the final states
+    """The coase_rubinstein preset at a reduced budget (10³ bargains, `iterations` iterations): the trainer, the final states
     and their evaluation (cached: the must-show and the strategy test share the (0.8, 0.9) run)."""
     from coasejax.train.run import Trainer, eval_key, make_algo
 
@@ -416,14 +416,16 @@ def _train_rubinstein(delta_e, delta_v, iterations=120):
     return trainer, states, trainer.evaluate(states.params, eval_key(0, iterations))
 
 
-@pytest.mark.parametrize("delta_e,delta_v", [(0.8, 0.9), (0.95, 0.95)])
-def test_ppo_advocates_split_like_rubinstein_within_0_02(delta_e, delta_v):
+@pytest.mark.parametrize("delta_e,delta_v,iterations", [(0.8, 0.9, 120), (0.95, 0.95, 180)])
+def test_ppo_advocates_split_like_rubinstein_within_0_02(delta_e, delta_v, iterations):
     """Issue 16's must-show at a reduced budget (the nine pairs at 10⁴ bargains are in BENCHMARKS.md): zero costs,
     the opener drawn per episode, both rights regimes; learned advocates agree at the first offer (efficiency ≥ 0.95
     under each regime) and each opener's share lies within 0.02 of its subgame-perfect share for the horizon of 128
     offers, (1 − δ_r)/(1 − δ_o δ_r) to 0.0015. The old preset's error at (0.8, 0.9) was 0.060 at 10⁴ bargains and 200
-    iterations (0.05–0.08 in this test's setting), so the tolerance can fail."""
-    _, _, m = _train_rubinstein(delta_e, delta_v)
+    iterations (0.05–0.08 in this test's setting), so the tolerance can fail. Measured here: 0.0014 at (0.8, 0.9) after
+    120 iterations; (0.95, 0.95), where the two shares are closest and the learner's noise matters most, was 0.020
+    after 120 iterations (one seed; a second seed 0.017) and is 0.008 after the 180 it is given."""
+    _, _, m = _train_rubinstein(delta_e, delta_v, iterations)
     assert np.all(m["efficiency_by_group"][0] >= 0.95), m["efficiency_by_group"]
     assert m["first_offer_rate"][0] >= 0.95, m["first_offer_rate"]
     theory_e, theory_v = rubinstein_share(delta_e, delta_v), rubinstein_share(delta_v, delta_e)
@@ -442,7 +444,7 @@ def test_rubinstein_strategy_panels_and_the_grid_best_response():
     below 0.2 for the trained play (0.118 measured: proposers demand less than the learned thresholds would accept, see
     BENCHMARKS.md) and grows by more than 0.05 when the demands are moved 1 logit down (a proposer then leaves more on
     the table) or the thresholds 1 logit down (a proposer could then demand far more)."""
-    trainer, states, m = _train_rubinstein(0.8, 0.9)
+    trainer, states, m = _train_rubinstein(0.8, 0.9, 120)  # the must-show's run (the same cache key)
     algo = trainer.algo
     panels = algo.strategy(states.params)
     json.dumps(panels)
@@ -468,7 +470,7 @@ def test_rubinstein_strategy_panels_and_the_grid_best_response():
 def test_ppo_in_the_engine_is_efficient_under_both_regimes_and_deploys_at_a_million(tmp_path):
     """Issue 15's PPO must-show, at a reduced training budget: PPO trains the multi-round Coase scenario (alternating
     offers, 8-round contracts, zero negotiation cost, the rights regime drawn per episode from [emitter, victim]) on
-    N = 10⁴ bargains; its evaluation reaches efficiency ≥ 0.95 under each regime, and the opener's share has moved
+    N = 2048 bargains; its evaluation reaches efficiency ≥ 0.95 under each regime, and the opener's share has moved
     from the initial equal split (error 0.714 − 0.5 = 0.214 against Rubinstein's) toward Rubinstein's, so the
     policies were trained and still agree. `simulate` then deploys the checkpoint (`advocates.policy: RUN_DIR`) at
     N = 10⁶ with the scenario's own summary: efficiency ≥ 0.95 under each regime, and within 0.01 of the training
@@ -478,7 +480,7 @@ def test_ppo_in_the_engine_is_efficient_under_both_regimes_and_deploys_at_a_mill
     from coasejax.train.run import train
 
     run = tmp_path / "ppo"
-    cfg = load_config("coase_ppo", ["population.n_agents=10000", "env.cost_grid=[0.0]", "env.regimes=[emitter,victim]",
+    cfg = load_config("coase_ppo", ["population.n_agents=2048", "env.cost_grid=[0.0]", "env.regimes=[emitter,victim]",
                                     "train.iterations=40", "train.rollout=8", "train.epochs=5", "train.minibatches=2",
                                     "train.learning_rate=0.001", "train.log_every=20", "checkpoint.every=40"])
     summary = train(cfg, run)
@@ -515,7 +517,7 @@ def test_trained_provider_beats_scripted_truthful_and_compare_reports_it(tmp_pat
     only lowers it)."""
     run = tmp_path / "run"
     r = run_cli("train", "coase_ppo_providers", "--out", str(run), "-q", "--set", "population.n_agents=1000",
-             "--set", "train.iterations=20", "--set", "checkpoint.every=20", "--set", "train.minibatches=4")
+             "--set", "train.iterations=10", "--set", "checkpoint.every=10", "--set", "train.minibatches=4")
     assert r.code == 0, r.stderr
     summary = json.loads((run / "summary.json").read_text())
     shares, utility = summary["provider_shares"], summary["provider_utility"]
@@ -529,7 +531,7 @@ def test_trained_provider_beats_scripted_truthful_and_compare_reports_it(tmp_pat
 
     out = tmp_path / "cmp"
     r = run_cli("compare", str(run), "scripted:truthful", str(run), "--out", str(out), "--seeds", "6",
-             "--rounds", "32")
+             "--rounds", "16")
     assert r.code == 0, r.stderr
     result = json.loads((out / "compare.json").read_text())
     assert (out / "compare.png").stat().st_size > 10_000
@@ -614,14 +616,14 @@ def test_compare_auction_policies_head_to_head(tmp_path):
     """Auctions: a learned first-price policy against truthful bidding (which earns nothing when it wins) wins
     significantly; a policy against itself on the same auctions differs by exactly zero."""
     run = tmp_path / "fp"
-    r = _cli("train", "auction_first_price", "--out", str(run), "-q", "--set", "train.iterations=100",
+    r = run_cli("train", "auction_first_price", "--out", str(run), "-q", "--set", "train.iterations=100",
              "--set", "train.log_every=50", "--set", "checkpoint.every=100", "--set", "train.population=64",
              "--set", "train.eval_opponents=4096", "--set", "train.eval_values=256")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     out = tmp_path / "cmp"
-    r = _cli("compare", str(run), "scripted:truthful", str(run), "--out", str(out), "--seeds", "5",
-             "--agents", "20000")
-    assert r.returncode == 0, r.stderr
+    r = run_cli("compare", str(run), "scripted:truthful", str(run), "--out", str(out), "--seeds", "5",
+                "--agents", "20000")
+    assert r.code == 0, r.stderr
     result = json.loads((out / "compare.json").read_text())
     assert result["scenario"] == "auction/first_price"
     vs_truthful, vs_self = result["pairs"][0], result["pairs"][1]

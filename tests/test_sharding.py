@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.conftest import xla_flags
+
 SCRIPT = """
 import json, sys, jax
 from coasejax.config import load_config
@@ -20,7 +22,7 @@ KEYS = ["welfare", "first_best_welfare", "status_quo_welfare", "transfers", "tra
 
 
 def run_with_devices(n_devices: int, overrides: list[str]) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={n_devices}"), JAX_PLATFORMS="cpu")
     code = f"KEYS = {KEYS!r}\n" + SCRIPT
     out = subprocess.run([sys.executable, "-c", code, *overrides], env=env, capture_output=True, text=True,
                          timeout=600, check=True)
@@ -46,7 +48,7 @@ def test_four_devices_match_one_device(graph, mech):
 def test_agents_that_do_not_divide_over_the_devices_are_refused_in_one_line(overrides, names):
     """With 4 devices, an N (or a torus's row count) that does not divide by 4 is refused with exit code 2 and one
     line naming population.n_agents, never run silently on one device; sim.shard=false runs it on one."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu")
     args = [sys.executable, "-m", "coasejax.cli", "simulate", "quickstart", "--set", "sim.rounds=2",
             "--set", "sim.envs=1", *[a for o in overrides for a in ("--set", o)]]
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
