@@ -66,11 +66,18 @@ def _split_top(raw: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def check_sweep(sweep: dict[str, list]) -> None:
+def sweepable(env=None) -> tuple[str, ...]:
+    """The keys a sweep may vary: the engine's (:data:`SWEEPABLE`) and the scenario's own ``env.*`` keys
+    (``EnvSection.sweepable`` of the run's ``env`` section)."""
+    return SWEEPABLE + tuple(f"env.{k}" for k in getattr(type(env), "sweepable", ()))
+
+
+def check_sweep(sweep: dict[str, list], env=None) -> None:
+    allowed = sweepable(env)
     for key, values in sweep.items():
-        if key not in SWEEPABLE:
+        if key not in allowed:
             raise ConfigError(f"sweep.{key}: cannot be swept in one compiled call (it changes shapes or the "
-                              f"program); sweepable keys: {', '.join(SWEEPABLE)}")
+                              f"program); sweepable keys: {', '.join(allowed)}")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep.{key}: expected a non-empty list of values")
     n = 1
@@ -82,7 +89,7 @@ def check_sweep(sweep: dict[str, list]) -> None:
 
 def settings(cfg: Config) -> list[dict[str, Any]]:
     """The Cartesian product of ``cfg.sweep`` as a list of ``{key: value}`` (one empty setting when no sweep)."""
-    check_sweep(cfg.sweep)
+    check_sweep(cfg.sweep, cfg.env)
     keys = list(cfg.sweep)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(cfg.sweep[k] for k in keys))]
 

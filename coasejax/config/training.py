@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -51,9 +51,13 @@ class _Section(StrictModel):
 class EnvSection(_Section):
     """The ``env`` section: which scenario runs (``kind``, a name in :mod:`coasejax.scenarios`) and that scenario's
     own keys. Each scenario validates its section with its own model (:func:`register_env`), so a key of another
-    scenario is an unknown key here."""
+    scenario is an unknown key here.
+
+    ``sweepable`` names the scenario's own keys that a sweep may vary in one compiled call (``--sweep env.KEY=...``):
+    keys whose values are traced leaves of the scenario's parameters, never shapes or static switches."""
 
     kind: str = "coase"
+    sweepable: ClassVar[tuple[str, ...]] = ()
 
 
 #: ``env.kind`` -> the model of that scenario's ``env`` section (filled by :func:`register_env`)
