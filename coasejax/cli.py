@@ -222,6 +222,7 @@ def run_label(cfg) -> str:
 
 SWEEP_COLUMNS = ("efficiency", "welfare", "deal_rate", "mean_activity", "transfers", "transaction_costs_paid",
                  "tax_revenue", "fees", "gini_wealth", "state_violations", "money_residual_rel")
+SWEEP_SHOWN = ("efficiency", "deal_rate", "mean_activity", "tax_revenue", "state_violations")  # the table's columns
 
 
 def _simulate_sweep(cfg, out: Path, quiet: bool) -> None:
@@ -244,27 +245,32 @@ def _simulate_sweep(cfg, out: Path, quiet: bool) -> None:
                   console=console, disable=quiet) as progress:
         task = progress.add_task("rounds", total=cfg.sim.rounds)
         rows = run_sweep(sim, on_chunk=lambda n: progress.advance(task, n))
-    table_rows = [{**r["setting"], **{c: r.get(c) for c in SWEEP_COLUMNS}} for r in rows]
+    from coasejax import scenarios
+
+    headline = scenarios.get(cfg.env.kind).headline
+    columns, shown = (headline, headline[:6]) if headline else (SWEEP_COLUMNS, SWEEP_SHOWN)
+    table_rows = [{**r["setting"], **{c: r.get(c) for c in columns}} for r in rows]
     result = {"keys": keys, "compile_seconds": sim.compile_seconds, "seconds": rows[0]["seconds"],
-              "settings": len(rows), "rows": [{k: v for k, v in r.items() if k != "per_round"} for r in rows]}
+              "settings": len(rows),
+              "rows": [{k: v for k, v in r.items() if k not in ("per_round", "figure")} for r in rows]}
     result_json = strict_json(result, "sweep.json")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*keys, *SWEEP_COLUMNS])
+    writer = csv.DictWriter(buf, fieldnames=[*keys, *columns])
     writer.writeheader()
     writer.writerows(table_rows)
     if distributed.is_primary():
         commit_outputs(out, {"config.yaml": dump_config(cfg), "sweep.csv": buf.getvalue(),
-                             "sweep.png": lambda path: sweep_figure(rows, keys, path), "sweep.json": result_json},
+                             "sweep.png": lambda path: sweep_figure(rows, keys, path, headline[:4] or None),
+                                    "sweep.json": result_json},
                        marker="sweep.json")
     if not quiet:
         table = Table(title=f"sweep ({len(rows)} settings in {rows[0]['seconds']:.2f} s, one compiled call)",
                       title_justify="left")
-        for col in (*keys, "efficiency", "deal_rate", "mean_activity", "tax_revenue", "state_violations"):
+        for col in (*keys, *shown):
             table.add_column(col, justify="right")
         for r in table_rows:
             table.add_row(*(escape(str(r[k])) for k in keys),
-                          *("n/a" if r[c] is None else f"{r[c]:.4g}" for c in
-                            ("efficiency", "deal_rate", "mean_activity", "tax_revenue", "state_violations")))
+                          *("n/a" if not isinstance(r[c], (int, float)) else f"{r[c]:.4g}" for c in shown))
         console.print(table)
         console.print(f"wrote {out / 'sweep.json'}, {out / 'sweep.csv'} and {out / 'sweep.png'}", highlight=False,
                       markup=False, soft_wrap=True)

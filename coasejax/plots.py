@@ -23,8 +23,9 @@ SWEEP_PANELS = (("efficiency", "efficiency"), ("deal_rate", "deal rate"), ("mean
                 ("tax_revenue", "tax revenue"))
 
 
-def sweep_figure(rows: list[dict], keys: list[str], path: Path) -> None:
-    """One panel per metric against the first swept key; one line per combination of the other keys."""
+def sweep_figure(rows: list[dict], keys: list[str], path: Path, metrics: tuple[str, ...] | None = None) -> None:
+    """One panel per metric (``metrics``, the scenario's headline numbers; None: the Coase engine's
+    :data:`SWEEP_PANELS`) against the first swept key; one line per combination of the other keys."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,11 +38,14 @@ def sweep_figure(rows: list[dict], keys: list[str], path: Path) -> None:
     for r in rows:
         label = ", ".join(f"{k}={r['setting'][k]}" for k in others) or None
         groups.setdefault(label, []).append(r)
-    fig, axes = plt.subplots(1, len(SWEEP_PANELS), figsize=(4.2 * len(SWEEP_PANELS), 3.6), constrained_layout=True)
-    for ax, (metric, title) in zip(axes, SWEEP_PANELS):
+    panels = tuple((m, m.replace("_", " ")) for m in metrics) if metrics else SWEEP_PANELS
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), constrained_layout=True,
+                             squeeze=False)
+    axes = axes[0]
+    for ax, (metric, title) in zip(axes, panels):
         for label, grp in groups.items():
             xs = [g["setting"][x_key] if numeric else xs_all.index(g["setting"][x_key]) for g in grp]
-            ys = [g.get(metric) if g.get(metric) is not None else float("nan") for g in grp]
+            ys = [g.get(metric) if isinstance(g.get(metric), (int, float)) else float("nan") for g in grp]
             ax.plot(xs, ys, marker="o", label=label)
         if not numeric:
             ax.set_xticks(range(len(xs_all)), [str(v) for v in xs_all])

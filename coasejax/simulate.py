@@ -96,7 +96,7 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
     """Draw the populations, place them on devices and compile the chunk runner (timed separately).
 
     With a sweep (``cfg.sweep``) the parameters of all settings are stacked on a leading axis S and the runner is
-    ``vmap``-ped over it; every setting starts from the same populations (state ``[S, E, N]``)."""
+    ``vmap``-ped over it; every setting resets from the same keys with its own parameters (state ``[S, E, N]``)."""
     scenario = scenarios.get(cfg.env.kind)
     setting_list = sweeps.settings(cfg) if cfg.sweep else []
     setting_cfgs = [sweeps.setting_config(cfg, s) for s in setting_list]
@@ -114,9 +114,9 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
 
     reset = jax.vmap(lambda k: scenario.reset(k, first_params))
     if setting_list:
-        n_set = len(setting_list)
-        reset_one = reset
-        reset = lambda ks: jax.tree.map(lambda x: jnp.broadcast_to(x, (n_set, *x.shape)), reset_one(ks))  # noqa: E731
+        # each setting resets with its own parameters from the same keys (common random numbers), so a swept key the
+        # reset reads (a scenario's population parameter) shapes that setting's population
+        reset = lambda ks: jax.vmap(lambda pp: jax.vmap(lambda k: scenario.reset(k, pp))(ks))(params)  # noqa: E731
     mesh = agent_sharding(cfg)
     if mesh is not None:
         # several processes: the keys and parameters become global arrays on the mesh (each process drew the same)

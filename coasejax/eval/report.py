@@ -5,6 +5,9 @@ It reads what the run wrote — ``summary.json`` (``simulate`` or ``train``), ``
 ``metrics.jsonl`` (training) and ``tc_curves.json`` (``scripts/repro_tc_curves.sh``) — and draws every figure the
 data allow:
 
+* the scenario's own figure, measured beside its closed form (``figure`` in ``summary.json``: price paths of the
+  lemons market, fees of market power, attendance of El Farol, the cascade of Granovetter, segregation of Schelling,
+  welfare of the chair market against the TTC core);
 * the learned strategy beside the theory (``strategy.json``, written by ``train``): bids against values with the
   analytic equilibrium, offers and thresholds by round, reports against true harm;
 * bne_rmse and utility_loss_rel over training on a log axis, with the targets marked and the spread over seeds;
@@ -195,10 +198,9 @@ def fig_equilibrium(d: RunData, ax):
             f"the band is the range over seeds.")
 
 
-def fig_strategy(d: RunData, axes):
-    panels = d.strategy
-    if not panels:
-        return None
+def _draw_panels(axes, panels: list[dict]) -> None:
+    """Panels of ``{title, xlabel, ylabel, yscale, series: [{label, x, y, kind}]}``: measured series solid, theory
+    (``kind: theory``) dashed black."""
     for ax, panel in zip(axes, panels):
         for series in panel["series"]:
             theory = series.get("kind") == "theory"
@@ -207,7 +209,29 @@ def fig_strategy(d: RunData, axes):
         ax.set(xlabel=panel.get("xlabel", ""), ylabel=panel.get("ylabel", ""), title=panel.get("title", ""))
         ax.set_yscale(panel.get("yscale", "linear"))
         ax.legend(fontsize=7)
+
+
+def fig_strategy(d: RunData, axes):
+    if not d.strategy:
+        return None
+    _draw_panels(axes, d.strategy)
     return "The learned strategy (solid, one line per seed) beside the theory (dashed), from strategy.json."
+
+
+def scenario_panels(d: RunData) -> list[dict]:
+    """The panels of the scenario's own figure (``summary.json`` key ``figure``: ``{caption, panels}``)."""
+    fig = _dict((d.summary or {}).get("figure")) or {}
+    panels = fig.get("panels")
+    return [p for p in panels if isinstance(p, dict)][:MAX_STRATEGY_PANELS] if isinstance(panels, list) else []
+
+
+def fig_scenario(d: RunData, axes):
+    panels = scenario_panels(d)
+    if not panels:
+        return None
+    _draw_panels(axes, panels)
+    caption = str(d.summary["figure"].get("caption", "The scenario's figure."))
+    return f"{caption} Measured: solid; theory: dashed (summary.json, figure)."
 
 
 def _tc_series(d: RunData) -> tuple[dict, str] | None:
@@ -392,7 +416,8 @@ def fig_groups(d: RunData, ax):
     return "Efficiency of each episode group (rights regime × per-round negotiation cost), against the analytic value."
 
 
-FIGURES = (("strategy", fig_strategy, lambda d: len(d.strategy)), ("equilibrium", fig_equilibrium, 1),
+FIGURES = (("scenario", fig_scenario, lambda d: len(scenario_panels(d))),
+           ("strategy", fig_strategy, lambda d: len(d.strategy)), ("equilibrium", fig_equilibrium, 1),
            ("rounds", fig_rounds, 2), ("training", fig_training, 2), ("tc_curve", fig_tc, 2),
            ("coalitions", fig_coalition_sizes, 2), ("free_riding", fig_free_riding, 2), ("lorenz", fig_lorenz, 1),
            ("layers", fig_layers, 1), ("providers", fig_providers, 1), ("groups", fig_groups, 1))
@@ -419,7 +444,7 @@ def write_report(run: Path) -> Path:
             missing.append(name)
             continue
         fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), constrained_layout=True, squeeze=False)
-        axes = axes[0] if panels > 1 or draw is fig_strategy else axes[0, 0]
+        axes = axes[0] if panels > 1 or draw in (fig_strategy, fig_scenario) else axes[0, 0]
         try:
             caption = draw(d, axes)
             if caption is not None:

@@ -29,6 +29,11 @@ the engine's per-slot arrays ``[k, N]`` (the agent axis is the one sharded over 
   per agent and role instead of once per seat (k + 1 seats per bargain in the Coase engine, 2 roles);
 * ``metrics(params, totals) -> dict`` (optional): a *traceable* summary from the per-round metrics summed over the
   measured rounds (a metrics NamedTuple of sums), for the evaluation inside training (``vmap``-ped over seeds);
+* ``headline``: the summary's main numbers, the columns of a sweep's table, CSV and figure (empty: the Coase
+  engine's);
+* a summary may hold ``figure``, ``{caption, panels: [{title, xlabel, ylabel, yscale, series: [{label, x, y,
+  kind}]}]}``: the scenario's own figure, measured (``kind: measured``) beside its closed form (``kind: theory``),
+  which ``coasejax report`` draws;
 * ``sentinels``: the per-round metrics that are −inf by design (a maximum over nothing); every other per-round
   metric, and every float of the final state, must be finite, or ``simulate`` stops naming it and its round.
 """
@@ -98,6 +103,7 @@ class Scenario(NamedTuple):
     to_seats: Callable[..., jax.Array] | None = None
     description: str = ""
     sentinels: tuple[str, ...] = ()
+    headline: tuple[str, ...] = ()
 
 
 #: scenario name (``env.kind``) -> its record, filled by :func:`register`

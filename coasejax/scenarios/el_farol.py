@@ -40,7 +40,7 @@ Shapes: per-agent arrays ``[N]`` / ``[N, K]``; the history ``[M]`` is per enviro
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,7 @@ from coasejax.scenarios.base import Scenario, Spec, Transition, register
 @register_env
 class ElFarolEnv(EnvSection):
     kind: Literal["el_farol"] = "el_farol"
+    sweepable: ClassVar[tuple[str, ...]] = ("capacity", "good", "bad", "decay")
     capacity: float = Field(0.6, gt=0.0, lt=1.0, description="L: the bar holds floor(L·N) before it is crowded")
     good: float = Field(1.0, gt=0.0, le=1e6, description="payoff of going when the bar is not crowded")
     bad: float = Field(-1.0, lt=0.0, ge=-1e6, description="payoff of going when it is crowded (staying home: 0)")
@@ -265,7 +266,22 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
            "go_probability": float(pr["go_prob"].sum()) / agent_rounds, **th}
     out["z_mean"] = (mean - th["theory_attendance_mean"]) / (th["theory_attendance_sd"] / math.sqrt(k)) \
         if th["theory_attendance_sd"] > 0 else 0.0
+    out["figure"] = figure(np.asarray(per_round["attendance"], np.float64)[0] / n, cfg.env.capacity, th["p_star"])
     return out
+
+
+def figure(attendance: np.ndarray, capacity: float, p_star: float) -> dict:
+    """The report's figure: the first environment's attendance fraction by round beside L and the mixed
+    equilibrium's mean p* (at most the last 400 rounds)."""
+    t = np.arange(1, attendance.size + 1)[-400:].tolist()
+    flat = lambda v: [float(v)] * len(t)  # noqa: E731
+    return {"caption": "El Farol: attendance by round (first environment) against the capacity L and the symmetric "
+                       "mixed equilibrium's mean attendance p*.",
+            "panels": [{"title": "attendance", "xlabel": "round", "ylabel": "attendance / N",
+                        "series": [{"label": "attendance", "x": t, "y": attendance[-400:].tolist(),
+                                    "kind": "measured"},
+                                   {"label": "capacity L", "x": t, "y": flat(capacity), "kind": "theory"},
+                                   {"label": "mixed equilibrium p*", "x": t, "y": flat(p_star), "kind": "theory"}]}]}
 
 
 def metrics(p: Params, tot: Totals) -> dict:
@@ -286,5 +302,6 @@ SCENARIO = register(Scenario(
     seat_owners=lambda p, s: jnp.arange(p.n, dtype=jnp.int32)[None],
     scripted={"arthur": arthur, "equilibrium": equilibrium, "truthful": coin},
     summarise=summarise, metrics=metrics,
+    headline=("attendance_mean_fraction", "attendance_sd", "crowded_rate", "payoff_per_agent_round", "p_star"),
     description="El Farol bar (Arthur 1994): N agents, capacity floor(L·N); adaptive predictors, the symmetric mixed "
                 "equilibrium, or a learned probability of going"))

@@ -23,7 +23,7 @@ the division differently by an ulp, which matters only for a threshold within on
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,7 @@ from coasejax.scenarios.base import Scenario, Spec, Transition, register
 @register_env
 class GranovetterEnv(EnvSection):
     kind: Literal["granovetter"] = "granovetter"
+    sweepable: ClassVar[tuple[str, ...]] = ("mu", "sigma")  # the thresholds are drawn from them at reset
     mu: float = Field(0.25, ge=-1.0, le=2.0, description="mean threshold (a fraction of the population)")
     sigma: float = Field(0.1, ge=0.0, le=10.0, description="sd of the thresholds")
 
@@ -160,7 +161,28 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
            "payoff_per_agent_round": float(np.asarray(per_round["payoff"]).sum()) / (n * crowd.size)}
     if math.isnan(out["critical_sigma"]):
         out.pop("critical_sigma")
+    out["figure"] = figure(crowd.mean(0), mu, sigma)
     return out
+
+
+def theory_path(mu: float, sigma: float, rounds: int) -> list[float]:
+    """The crowd after each of ``rounds`` rounds as N → ∞: ``x_{t+1} = F(x_t)`` from ``x_0 = 0``."""
+    xs, x = [], 0.0
+    for _ in range(rounds):
+        x = normal_cdf((x - mu) / sigma) if sigma > 0 else float(x >= mu)
+        xs.append(x)
+    return xs
+
+
+def figure(crowd: np.ndarray, mu: float, sigma: float) -> dict:
+    """The report's figure: the crowd by round (mean over environments) beside the cascade ``x_{t+1} = F(x_t)``."""
+    t = list(range(1, crowd.size + 1))
+    return {"caption": "Granovetter: the crowd after each round against the cascade x_{t+1} = F(x_t) of the "
+                       "threshold distribution (N → ∞), which stops at its first fixed point.",
+            "panels": [{"title": "the cascade", "xlabel": "round", "ylabel": "crowd (fraction in)",
+                        "series": [{"label": "crowd", "x": t, "y": crowd.tolist(), "kind": "measured"},
+                                   {"label": "x_{t+1} = F(x_t)", "x": t, "y": theory_path(mu, sigma, len(t)),
+                                    "kind": "theory"}]}]}
 
 
 def metrics(p: Params, tot: Totals) -> dict:
@@ -195,5 +217,6 @@ SCENARIO = register(Scenario(
     seat_owners=lambda p, s: jnp.arange(p.n, dtype=jnp.int32)[None],
     scripted={"threshold": threshold, "truthful": threshold},
     summarise=summarise, metrics=metrics,
+    headline=("final_crowd", "theory_crowd", "rounds_to_settle", "payoff_per_agent_round"),
     description="Granovetter thresholds: agents join once the crowd reaches their threshold; the cascade stops at "
                 "the first fixed point of the thresholds' CDF, and jumps as their spread crosses its critical value"))

@@ -29,7 +29,7 @@ The like share and the occupied-neighbour count are kept in the state (computed 
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,7 @@ OFFSETS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) !
 @register_env
 class SchellingEnv(EnvSection):
     kind: Literal["schelling"] = "schelling"
+    sweepable: ClassVar[tuple[str, ...]] = ("tolerance", "empty", "share_a")
     tolerance: float = Field(1 / 3, ge=0.0, le=1.0, description="least like share of occupied neighbours an "
                              "agent is content with")
     empty: float = Field(0.1, gt=0.0, lt=1.0, description="probability that a cell starts empty")
@@ -199,7 +200,21 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
             "random_baseline": random_baseline(cfg.env.share_a),
             "unhappy_final": float(pr["unhappy"][:, -1].mean() / agents),
             "moved_final": float(pr["moved"][:, -1].mean() / agents),
-            "segregation_per_round": seg.mean(0).tolist()}
+            "segregation_per_round": seg.mean(0).tolist(),
+            "figure": figure(seg.mean(0), float(seg0), random_baseline(cfg.env.share_a), cfg.env.tolerance)}
+
+
+def figure(seg: np.ndarray, seg0: float, baseline: float, tolerance: float) -> dict:
+    """The report's figure: segregation by round (mean over environments) from the reset's, beside random mixing's
+    ``s² + (1 − s)²`` and the tolerance (segregation against tolerance: ``--sweep env.tolerance=...``)."""
+    t = list(range(0, seg.size + 1))
+    flat = lambda v: [float(v)] * len(t)  # noqa: E731
+    return {"caption": f"Schelling: the mean like share of neighbours by round at tolerance {tolerance:.3g}, against "
+                       "random mixing (s² + (1 − s)²) and the tolerance itself.",
+            "panels": [{"title": "segregation", "xlabel": "round", "ylabel": "mean like share",
+                        "series": [{"label": "segregation", "x": t, "y": [seg0, *seg.tolist()], "kind": "measured"},
+                                   {"label": "random mixing", "x": t, "y": flat(baseline), "kind": "theory"},
+                                   {"label": "tolerance", "x": t, "y": flat(tolerance), "kind": "theory"}]}]}
 
 
 def metrics(p: Params, tot: Totals) -> dict:
