@@ -57,8 +57,8 @@ def measure(cfg: Config, repeats: int) -> dict:
         "compile_seconds": sim.compile_seconds,
         "state_bytes_per_agent": state_bytes / (n * e),
         "peak_bytes_per_agent": (peak / (n * e)) if peak is not None else float("nan"),
-        "efficiency": best["efficiency"],
-        "welfare": best["welfare"],
+        "efficiency": best.get("efficiency"),  # the Coase engine's (other scenarios: None)
+        "welfare": best.get("welfare"),
     }
 
 
