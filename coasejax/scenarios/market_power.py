@@ -109,6 +109,7 @@ class Totals(NamedTuple):
     first_best: jax.Array  # f32[] Σ max(v − c, 0)
     reservation: jax.Array  # f32[] Σ reservation prices (the actions)
     value: jax.Array  # f32[] Σ v
+    errors: jax.Array  # f32[] clients whose decision differs from the truthful one (buy iff f < v)
     share_max: jax.Array  # f32[] the largest provider's share of clients
 
 
@@ -239,6 +240,7 @@ def step(key: jax.Array, s: State, actions: jax.Array, p: Params):
                     fee_paid=jnp.sum(jnp.where(buy, f_i, 0.0)), sales=sales, consumer_surplus=jnp.sum(cs),
                     profit=jnp.sum(margin), first_best=jnp.sum(jnp.maximum(s.value - p.cost, 0.0)),
                     reservation=jnp.sum(reservation), value=jnp.sum(s.value),
+                    errors=jnp.sum(buy != (f_i < s.value), dtype=jnp.float32),
                     share_max=jnp.max(per_provider[1]) / p.n)
     return new, Transition(reward=cs[None], done=jnp.zeros((p.n,), bool), metrics=totals)
 
@@ -278,6 +280,7 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
            "fee_sd_across_envs": float(pr["fee"][:, burn:].mean(axis=(1, 2)).std()),
            "largest_share": float(pr["share_max"][:, burn:].mean()),
            "reservation_ratio": float(pr["reservation"][:, burn:].sum() / pr["value"][:, burn:].sum()),
+           "decision_errors": float(pr["errors"][:, burn:].sum() / (n * pr["rounds"][:, burn:].sum())),
            "final_fees": np.asarray(last.fee, np.float64).mean(axis=0).tolist() if last is not None else [], **th}
     span = th["monopoly_fee"] - th["competitive_fee"]
     out["market_power_index"] = (meas["fee"] - th["competitive_fee"]) / span if span > 0 else 0.0
@@ -317,7 +320,7 @@ def metrics(p: Params, tot: Totals) -> dict:
     cs, prof, best = tot.consumer_surplus / k, tot.profit / k, tot.first_best / k
     return {"fee": jnp.mean(tot.fee) / jnp.maximum(tot.rounds, 1.0), "quantity": tot.sales / k,
             "consumer_surplus": cs, "profit": prof, "deadweight_loss": best - cs - prof,
-            "reservation_ratio": tot.reservation / jnp.maximum(tot.value, 1e-9)}
+            "reservation_ratio": tot.reservation / jnp.maximum(tot.value, 1e-9), "decision_errors": tot.errors / k}
 
 
 SCENARIO = register(Scenario(
