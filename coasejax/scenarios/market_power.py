@@ -284,14 +284,14 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
            "final_fees": np.asarray(last.fee, np.float64).mean(axis=0).tolist() if last is not None else [], **th}
     span = th["monopoly_fee"] - th["competitive_fee"]
     out["market_power_index"] = (meas["fee"] - th["competitive_fee"]) / span if span > 0 else 0.0
-    out["figure"] = figure(pr, n, th)
+    out["figure"] = figure(pr, n, th, int(cfg.providers.count))
     return out
 
 
-def figure(pr: dict, n: int, th: dict) -> dict:
+def figure(pr: dict, n: int, th: dict, providers: int = 1) -> dict:
     """The report's figure: the first environment's mean fee by round beside the monopoly, competitive and logit-Nash
-    fees; and the per-round split of the first-best surplus into consumer surplus, profit and deadweight loss, beside
-    the monopoly's deadweight loss (at most the last 400 rounds)."""
+    fees (the last with M > 1 providers); and the per-round split of the first-best surplus into consumer surplus,
+    profit and deadweight loss, beside the monopoly's deadweight loss (at most the last 400 rounds)."""
     fee = pr["fee"][0].mean(axis=-1)[-400:]
     t = np.arange(1, pr["fee"].shape[1] + 1)[-400:].tolist()
     flat = lambda v: [float(v)] * len(t)  # noqa: E731
@@ -304,8 +304,8 @@ def figure(pr: dict, n: int, th: dict) -> dict:
                                    {"label": "monopoly fee", "x": t, "y": flat(th["monopoly_fee"]), "kind": "theory"},
                                    {"label": "competitive fee (c)", "x": t, "y": flat(th["competitive_fee"]),
                                     "kind": "theory"},
-                                   {"label": "logit-Nash fee", "x": t, "y": flat(th["logit_nash_fee"]),
-                                    "kind": "theory"}]},
+                                   *([{"label": "logit-Nash fee", "x": t, "y": flat(th["logit_nash_fee"]),
+                                       "kind": "theory"}] if providers > 1 else [])]},
                        {"title": "welfare per client", "xlabel": "round", "ylabel": "per client and round",
                         "series": [{"label": "consumer surplus", "x": t, "y": per("consumer_surplus"),
                                     "kind": "measured"},
