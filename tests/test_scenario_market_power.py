@@ -173,14 +173,16 @@ def test_withholding_clients_cut_quantity_and_the_monopoly_fee():
 def test_train_moves_a_buyers_strike_toward_truthful(tmp_path):
     """The generic ES path on the scenario's own step: the Advocate head (own value × a learned ratio, input [v, f])
     starts at half the value (policy.init_scale 0.5) against a fee of 0.3, so every client with v in (0.3, 0.6)
-    forgoes a purchase (decision errors 0.3); truthful is dominant for a price-taking client, and 15 iterations of
-    ES cut the errors below 0.1 and the gain of the best constant ratio below 1% (utility_loss_rel)."""
+    forgoes a purchase (decision errors 0.3); truthful is dominant for a price-taking client, and 8 iterations of
+    ES cut the errors below 0.1 (measured 0.036) and the gain of the best constant ratio below 1% (utility_loss_rel,
+    measured 0.004; at the start (0.245 − 0.2)/0.245 = 0.18: consumer surplus ∫_{0.6}^1 (v − 0.3) dv against
+    truthful ∫_{0.3}^1 (v − 0.3) dv)."""
     from coasejax.train.run import train
 
-    cfg = config(1024, "train.iterations=15", "train.log_every=15", "checkpoint.every=15", "train.rollout=2",
+    cfg = config(1024, "train.iterations=8", "train.log_every=8", "checkpoint.every=8", "train.rollout=2",
                  "env.fee_init=0.3")
     s = train(cfg, tmp_path / "run")
-    assert s["game"] == "market_power" and s["iterations"] == 15
+    assert s["game"] == "market_power" and s["iterations"] == 8
     assert s["decision_errors"] < 0.1 and s["utility_loss_rel"] < 0.01, s
 
 

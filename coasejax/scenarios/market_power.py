@@ -13,7 +13,9 @@ reviews its provider at the start of a round with that probability and picks pro
 :func:`coasejax.rules.provider.choose_providers` with score −fee), then buys or not at the posted fees. Providers set
 their fees by a model-free rule with no closed form built in: over blocks of ``L = 2^ceil(log2(M + 1))`` rounds
 provider m posts ``f_m + δ H_{t, m+1}`` (H the Sylvester-Hadamard matrix of order L; its columns 1..M are
-orthogonal and sum to zero, so each provider's probe is uncorrelated with the others' and with a constant),
+orthogonal and sum to zero, so each provider's probe is uncorrelated with the others' and with a constant; the
+block's rows come in a fresh random order each block, the same for every provider, so a probe's lasting effect on
+the stock of clients is not systematically aligned with the next round's signs),
 accumulates its profit per client share ``π_{m,t} = M·profit_{m,t}/N``, and at the end of the block estimates its
 own-fee gradient ``g_m = Σ_t H_{t,m+1} π_{m,t} / (L δ)`` and moves ``f_m ← clip(f_m + clip(η g_m, ±max_move), c, 1)``
 (``env.fee_delta`` δ, ``env.fee_step`` η, ``env.max_move``). Each provider ascends its own profit holding the
@@ -52,6 +54,10 @@ from pydantic import Field
 from coasejax.config import EnvSection, register_env
 from coasejax.rules.provider import ProviderParams, choose_providers, segment_totals
 from coasejax.scenarios.base import Scenario, Spec, Transition, register
+
+
+#: folds the draw of the next block's row order away from the clients' switching draws
+ORDER_STREAM = 0x6F726472
 
 
 @register_env
@@ -96,6 +102,7 @@ class State:
     provider: jax.Array  # i32[N]
     fee: jax.Array  # f32[M] each provider's fee (the centre of its probes)
     acc: jax.Array  # f32[M] Σ_t H_{t,m+1} π_{m,t} over the current block
+    order: jax.Array  # i32[L] the order of the Hadamard rows in the current block
 
 
 class Totals(NamedTuple):
@@ -197,12 +204,12 @@ def reset(key: jax.Array, p: Params) -> State:
     provider = jax.random.randint(k_p, (p.n,), 0, p.m, jnp.int32) if p.m > 1 else jnp.zeros((p.n,), jnp.int32)
     fee = jnp.full((p.m,), jnp.clip(p.fee_init, p.cost, 1.0), jnp.float32)
     return State(t=jnp.zeros((), jnp.int32), value=u ** (1.0 / p.value_power), provider=provider, fee=fee,
-                 acc=jnp.zeros((p.m,), jnp.float32))
+                 acc=jnp.zeros((p.m,), jnp.float32), order=jnp.arange(p.block, dtype=jnp.int32))
 
 
 def posted(p: Params, s: State) -> jax.Array:
     """``f32[M]``: this round's posted fees, each provider's fee plus its probe ``δ H_{t mod L, m+1}``."""
-    return s.fee + p.fee_delta * p.signs[s.t % p.block]
+    return s.fee + p.fee_delta * p.signs[s.order[s.t % p.block]]
 
 
 def own_fee(p: Params, s: State, fees: jax.Array) -> jax.Array:
@@ -228,13 +235,15 @@ def step(key: jax.Array, s: State, actions: jax.Array, p: Params):
     margin = jnp.where(buy, f_i - p.cost, 0.0)
     per_provider = segment_totals(jnp.stack([margin, jnp.ones_like(margin)]), provider, p.m)  # f32[2, M]
     pi = per_provider[0] * (p.m / p.n)  # profit per client share
-    row = p.signs[s.t % p.block]
+    row = p.signs[s.order[s.t % p.block]]
     acc = s.acc + row * pi
     end = (s.t % p.block) == p.block - 1
     g = acc / (p.block * p.fee_delta)
     moved = jnp.clip(s.fee + jnp.clip(p.fee_step * g, -p.max_move, p.max_move), p.cost, 1.0)
     new = State(t=s.t + 1, value=s.value, provider=provider, fee=jnp.where(end, moved, s.fee),
-                acc=jnp.where(end, 0.0, acc))
+                acc=jnp.where(end, 0.0, acc),
+                order=jnp.where(end, jax.random.permutation(jax.random.fold_in(key, ORDER_STREAM), p.block)
+                                .astype(jnp.int32), s.order))
     sales = jnp.sum(buy, dtype=jnp.float32)
     totals = Totals(rounds=jnp.float32(1.0), fee=s.fee, posted_mean=jnp.mean(fees),
                     fee_paid=jnp.sum(jnp.where(buy, f_i, 0.0)), sales=sales, consumer_surplus=jnp.sum(cs),
