@@ -419,6 +419,8 @@ def test_ppo_in_the_engine_is_efficient_under_both_regimes_and_deploys_at_a_mill
     assert eff.shape == (2,) and np.all(eff >= 0.95), eff
     assert summary["rubinstein_share"] == pytest.approx(rubinstein_share(0.9, 0.8), abs=1e-4)
     assert summary["proposer_share_error"] < 0.18, (summary["proposer_share"], summary["rubinstein_share"])
+    curve = summary["cost_curve"]["curve"]  # the scenario's train_summary hook: its deal rate against its costs
+    assert [r["regime"] for r in curve] == ["emitter", "victim"] and all(r["efficiency"] >= 0.95 for r in curve)
 
     sim_cfg = load_config("coase_ppo", ["population.n_agents=1000000", "env.cost_grid=[0.0]",
                                         "env.regimes=[emitter,victim]", f"advocates.policy={run}", "sim.rounds=16"])

@@ -230,3 +230,56 @@ def test_train_writes_its_outputs_and_a_bad_key_is_one_line(tmp_path):
     for key, val in (("env.honesty", "1.5"), ("env.levels", "9"), ("env.colour", "3")):
         r = CliRunner().invoke(app, ["simulate", "chairs", "--set", f"{key}={val}", "--out", str(tmp_path / "x")])
         assert r.exit_code == 2 and key in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def _meeting_gain(candidates, strategy, n=4096, rounds=32):
+    """Per-agent welfare gain in ``rounds`` rounds and the met pairs' agreement rate, with honest enforced trades."""
+    p = market(n).replace(candidates=candidates)
+    act = lambda k, p_, s, o: getattr(ch, strategy)(k, p_, s)  # noqa: E731
+
+    def run(key):
+        s0 = ch.reset(key, p)
+        s, m = rollout(SC, act, jax.random.fold_in(key, 1), s0, p, rounds)
+        return jnp.mean(ch.utility(s.ideal, s.weight, s.held, 5)) - s0.welfare0 / n, jnp.sum(m.agreed) / jnp.sum(m.met)
+
+    return [float(x) for x in jax.jit(run)(jax.random.PRNGKey(5))]
+
+
+def test_choosing_whom_to_meet_speeds_the_market_up():
+    """env.candidates = D: D random encounters a round, and a pair meets when both see a gain above their
+    meet_threshold. Meeting whoever comes (the truthful default, −4) is the one-meeting market: its gain in 32 rounds
+    at N = 4096 is within 5% of D = 1's (measured 0.969 vs 0.972; other draws). Meeting only for a visible gain
+    (`picky`, threshold 0) makes every met pair agree (exactly: both see a true gain and accept it) and raises the
+    gain by over 20% at D = 4 (measured +23%) and more at D = 8 (+32%)."""
+    one, agree_one = _meeting_gain(1, "truthful")
+    anyone, _ = _meeting_gain(4, "truthful")
+    picky4, agree4 = _meeting_gain(4, "picky")
+    picky8, _ = _meeting_gain(8, "picky")
+    assert abs(anyone / one - 1) < 0.05, (anyone, one)
+    assert agree4 == 1.0 and agree_one < 0.5
+    assert picky4 > 1.2 * one and picky8 > picky4, (one, picky4, picky8)
+
+
+def test_es_learns_whom_to_meet(tmp_path):
+    """ES (the generic MLP on the own observation, from the truthful 'meet whoever comes') with env.candidates = 4
+    learns to be choosy: deployed by simulate on a fresh market of N = 2048 for 16 rounds, its gain closes at least
+    half of the gap between meeting whoever comes and the scripted `picky` rule (measured after 40 iterations: gains
+    0.818 truthful, 1.072 picky, 1.106 learned: it waits for larger gains than `picky`), and its met pairs agree far
+    more often than the truthful advocates' (measured 0.92 vs 0.084)."""
+    base = ["--set", "population.n_agents=2048", "--set", "env.candidates=4", "--set", "env.core=false"]
+    r = _cli("train", "chairs", *base, "--set", "train.iterations=40", "--set", "train.log_every=40", "--set",
+             "env.episode_rounds=16", "--set", "train.rollout=16", "--set", "env.eval_rounds=16", "--set",
+             "train.learning_rate=0.05", "--set", "train.sigma=0.05", "--set", "policy.hidden=[8]", "--set",
+             "checkpoint.every=40", "--out", str(tmp_path / "run"), "-q")
+    assert r.exit_code == 0, r.output
+    out = {}
+    for name, how in (("truthful", "advocates.strategy=truthful"), ("picky", "advocates.strategy=picky"),
+                      ("learned", f"advocates.policy={tmp_path / 'run'}")):
+        r = _cli("simulate", "chairs", *base, "--set", "sim.rounds=16", "--set", "sim.seed=9", "--set",
+                 "policy.hidden=[8]", "--set", how, "--out", str(tmp_path / name), "-q")
+        assert r.exit_code == 0, r.output
+        out[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    gain = {k: v["welfare"] - v["welfare_initial"] for k, v in out.items()}
+    assert gain["picky"] > 1.15 * gain["truthful"], gain
+    assert gain["learned"] - gain["truthful"] >= 0.5 * (gain["picky"] - gain["truthful"]), gain
+    assert out["learned"]["agreement_rate"] > 2 * out["truthful"]["agreement_rate"], out["learned"]["agreement_rate"]

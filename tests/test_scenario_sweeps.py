@@ -48,6 +48,20 @@ def test_schelling_tolerance_sweep_draws_the_segregation_curve(tmp_path):
     assert abs(seg[0] - 0.5) < 0.02 and np.all(np.diff(seg) > 0.02) and seg[2] > 0.7, seg
 
 
+def test_chairs_enforcement_sweep_shows_order_degrading(tmp_path):
+    """A sweep over the state layer's enforcement (one compiled call, the same market): with e = 0 nothing trades
+    (welfare stays at the endowment's, to float32 rounding), and the welfare gain rises with e (at e = 0.5 measured
+    0.76 of the enforced gain in 16 rounds: deals breached now are mostly struck later). Headline columns."""
+    r = _cli("simulate", "chairs", "--set", "population.n_agents=2048", "--set", "sim.rounds=16",
+             "--sweep", "env.enforcement=0,0.5,1", "--out", str(tmp_path / "sw"), "-q")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]
+    gain = [row["welfare"] - row["welfare_initial"] for row in rows]
+    assert abs(gain[0]) < 1e-5 and 0.3 * gain[2] < gain[1] < 0.95 * gain[2], gain
+    header = (tmp_path / "sw" / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["env.enforcement", "welfare", "core_welfare"]
+
+
 def test_only_the_scenarios_traced_keys_are_sweepable():
     """env.capacity of El Farol is traced (sweepable); env.memory sets shapes (refused, naming the key and listing the
     allowed env keys); another scenario's key is not offered."""
@@ -60,7 +74,7 @@ def test_only_the_scenarios_traced_keys_are_sweepable():
     assert r.exit_code == 2 and "env.memory" in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
-@pytest.mark.parametrize("preset", ["el_farol", "granovetter", "schelling"])
+@pytest.mark.parametrize("preset", ["el_farol", "granovetter", "schelling", "chairs"])
 def test_report_draws_the_scenarios_figure_with_its_theory(tmp_path, preset):
     """simulate writes the scenario's figure into summary.json (a measured series and at least one theory series of
     the same length, finite) and the report draws it as report_figures/scenario.png."""

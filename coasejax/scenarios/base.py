@@ -34,6 +34,8 @@ the engine's per-slot arrays ``[k, N]`` (the agent axis is the one sharded over 
 * a summary may hold ``figure``, ``{caption, panels: [{title, xlabel, ylabel, yscale, series: [{label, x, y,
   kind}]}]}``: the scenario's own figure, measured (``kind: measured``) beside its closed form (``kind: theory``),
   which ``coasejax report`` draws;
+* ``train_summary(cfg, means) -> dict`` (optional): entries a finished ``train`` run adds to its summary, from the
+  mean metrics of its last evaluation (the negotiation's deal rate against its per-round costs);
 * ``sentinels``: the per-round metrics that are −inf by design (a maximum over nothing); every other per-round
   metric, and every float of the final state, must be finite, or ``simulate`` stops naming it and its round.
 """
@@ -104,6 +106,7 @@ class Scenario(NamedTuple):
     description: str = ""
     sentinels: tuple[str, ...] = ()
     headline: tuple[str, ...] = ()
+    train_summary: Callable[..., dict] | None = None
 
 
 #: scenario name (``env.kind``) -> its record, filled by :func:`register`

@@ -41,7 +41,7 @@ state (no TTC inside ``step``), and a ``simulate`` of at most E rounds plays one
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +58,7 @@ class ChairsEnv(EnvSection):
     """The chair market (:mod:`coasejax.scenarios.chairs`)."""
 
     kind: Literal["chairs"] = "chairs"
+    sweepable: ClassVar[tuple[str, ...]] = ("honesty", "enforcement")
     attributes: int = Field(4, ge=1, le=6, description="attributes per chair (colour, style, cushioniness, controls)")
     levels: int = Field(5, ge=2, le=8, description="levels of each attribute (1..levels); levels^attributes ≤ 4096")
     honesty: float = Field(1.0, ge=0.0, le=1.0, description="state layer: probability that a report is checked "
@@ -72,6 +73,9 @@ class ChairsEnv(EnvSection):
     episode_rounds: int = Field(0, ge=0, le=1_000_000, description="redraw the market after this many rounds "
                                 "(0: never; PPO needs fresh markets)")
     eval_rounds: int = Field(32, ge=1, le=100_000, description="ppo: measured rounds of the evaluation")
+    candidates: int = Field(1, ge=1, le=16, description="whom to meet: candidate partners per round (1: one random "
+                            "meeting; D > 1: D random encounters, a pair meets when both see a gain above their "
+                            "meet_threshold action and both are still free)")
 
 
 # -- parameters, state ------------------------------------------------------------------------------------------------
@@ -86,6 +90,7 @@ class Params:
     core: bool = struct.field(pytree_node=False, default=True)
     episode_rounds: int = struct.field(pytree_node=False, default=0)
     providers: int = struct.field(pytree_node=False, default=1)
+    candidates: int = struct.field(pytree_node=False, default=1)
 
     @property
     def types(self) -> int:
@@ -144,7 +149,8 @@ def params(cfg) -> Params:
         raise ConfigError(f"env.levels: levels^attributes = {env.levels ** env.attributes} chair types, at most 4096")
     return Params(honesty=jnp.float32(env.honesty), enforcement=jnp.float32(env.enforcement), n=n,
                   attributes=env.attributes, levels=env.levels, grid=_grid(n), core=bool(env.core),
-                  episode_rounds=int(env.episode_rounds), providers=int(cfg.providers.count))
+                  episode_rounds=int(env.episode_rounds), providers=int(cfg.providers.count),
+                  candidates=int(env.candidates))
 
 
 # -- utilities --------------------------------------------------------------------------------------------------------
@@ -331,31 +337,54 @@ def observe(p: Params, s: State) -> jax.Array:
     return jnp.stack([u, ones * p.honesty, ones * p.enforcement, ones * tau], -1)[None]
 
 
+def meet(key: jax.Array, p: Params, s: State, u_own: jax.Array, puff: jax.Array, threshold: jax.Array) -> jax.Array:
+    """``i32[N]``: each agent's partner this round when it chooses whom to meet (``env.candidates`` D > 1; an agent
+    left without a partner is its own). D random matchings (:func:`matching` with ``fold_in(key, d)``) propose pairs in
+    turn; a proposed pair meets when both are still free and each sees a gain above its ``meet_threshold``: the
+    partner's chair as reported (with the partner's puffery) against its own. O(D·N), no sort."""
+    me = jnp.arange(p.n, dtype=jnp.int32)
+    partner = me
+    for d in range(p.candidates):
+        cand, _ = matching(jax.random.fold_in(key, d), p)
+        visible = utility(s.ideal, s.weight, s.held[cand], p.levels) - u_own + puff[cand]
+        want = (visible > threshold) & (partner == me)
+        partner = jnp.where(want & want[cand], cand, partner)
+    return partner
+
+
 def step(key: jax.Array, s: State, actions: jax.Array, p: Params):
     k_match, k_check, k_honour = jax.random.split(key, 3)
     n = p.n
     if p.episode_rounds:  # the market restarts from its endowment at the start of every episode but the first
         fresh = (s.t > 0) & (s.t % p.episode_rounds == 0)  # (a select, not a cond: under vmap a cond is one anyway)
-        s = s.replace(held=jnp.where(fresh, s.held0.astype(jnp.int32), s.held), chair=jnp.where(fresh, jnp.arange(n, dtype=jnp.int32),
-                                                                                 s.chair))
-    partner, pair = matching(k_match, p)
+        s = s.replace(held=jnp.where(fresh, s.held0.astype(jnp.int32), s.held),
+                      chair=jnp.where(fresh, jnp.arange(n, dtype=jnp.int32), s.chair))
     u_own = utility(s.ideal, s.weight, s.held, p.levels)
-    other = s.held[partner]
-    gain = utility(s.ideal, s.weight, other, p.levels) - u_own  # true gain of the swap
     threshold, misreport = actions[0, :, 0], jnp.maximum(actions[0, :, 1], 0.0)
     checked = jax.random.uniform(k_check, (n,)) < p.honesty
     puff = jnp.where(checked, 0.0, misreport)  # what agent i's report adds to its partner's perceived gain
-    accept = gain + puff[partner] > threshold
+    if p.candidates == 1:
+        partner, pair = matching(k_match, p)
+        matched = jnp.ones((n,), bool)
+        honour_draws = n // 2
+    else:
+        partner = meet(k_match, p, s, u_own, puff, actions[0, :, 2])
+        matched = partner != jnp.arange(n, dtype=jnp.int32)
+        pair, honour_draws = jnp.minimum(jnp.arange(n, dtype=jnp.int32), partner), n
+    other = s.held[partner]
+    gain = utility(s.ideal, s.weight, other, p.levels) - u_own  # true gain of the swap
+    accept = (gain + puff[partner] > threshold) & matched
     agreed = accept & accept[partner]
-    honoured = (jax.random.uniform(k_honour, (n // 2,)) < p.enforcement)[pair]
+    honoured = (jax.random.uniform(k_honour, (honour_draws,)) < p.enforcement)[pair]
     trade = agreed & honoured
     held = jnp.where(trade, other, s.held)
     chair = jnp.where(trade, s.chair[partner], s.chair)
     reward = jnp.where(trade, gain, 0.0)
     u_new = u_own + reward
     f = lambda x: jnp.sum(x.astype(jnp.float32))  # noqa: E731
+    improving = matched & (gain > 0) & (gain[partner] > 0)
     totals = Totals(rounds=jnp.float32(1.0), agents=jnp.float32(n), welfare=jnp.sum(u_new), welfare0=s.welfare0,
-                    core_welfare=s.core_welfare, met=jnp.float32(n // 2), improving=f((gain > 0) & (gain[partner] > 0)) / 2,
+                    core_welfare=s.core_welfare, met=f(matched) / 2, improving=f(improving) / 2,
                     agreed=f(agreed) / 2, trades=f(trade) / 2, breached=f(agreed & ~honoured) / 2,
                     fooled=f(trade & (gain < 0)), misreports=f(puff > 0), gain=jnp.sum(reward))
     new = s.replace(t=s.t + 1, held=held, chair=chair)
@@ -367,9 +396,13 @@ def step(key: jax.Array, s: State, actions: jax.Array, p: Params):
 
 
 def spec(p: Params | None = None) -> Spec:
+    """With ``env.candidates`` > 1 a third action, ``meet_threshold``: the least visible gain for which the advocate
+    meets a candidate (its default −4, "meet whoever comes", is the one-meeting market's behaviour)."""
+    choose = p is not None and p.candidates > 1
     return Spec(observation=("own_utility", "honesty", "enforcement", "episode_time"),
-                actions=("accept_threshold", "misreport"), low=(-1.0, 0.0), high=(2.0, 2.0), truthful=(0.0, 0.0),
-                relative=False, seats=1)
+                actions=("accept_threshold", "misreport") + (("meet_threshold",) if choose else ()),
+                low=(-1.0, 0.0) + ((-8.0,) if choose else ()), high=(2.0, 2.0) + ((4.0,) if choose else ()),
+                truthful=(0.0, 0.0) + ((-4.0,) if choose else ()), relative=False, seats=1)
 
 
 def seat_providers(p: Params, s: State) -> jax.Array:
@@ -380,15 +413,26 @@ def seat_owners(p: Params, s: State) -> jax.Array:
     return jnp.arange(p.n, dtype=jnp.int32)[None]
 
 
+def _fixed(p: Params, accept: float, misreport: float, meet_at: float) -> jax.Array:
+    row = [accept, misreport] + ([meet_at] if p.candidates > 1 else [])
+    return jnp.broadcast_to(jnp.asarray(row, jnp.float32), (1, p.n, len(row)))
+
+
 def truthful(key, p: Params, s: State) -> jax.Array:
-    """Accept any strict gain, report truthfully."""
-    return jnp.zeros((1, p.n, 2), jnp.float32)
+    """Accept any strict gain, report truthfully (and, with candidates, meet whoever comes)."""
+    return _fixed(p, 0.0, 0.0, -4.0)
+
+
+def picky(key, p: Params, s: State) -> jax.Array:
+    """Truthful, and with ``env.candidates`` > 1 meet only a candidate whose chair is a visible gain (meet_threshold
+    0)."""
+    return _fixed(p, 0.0, 0.0, 0.0)
 
 
 def puff(key, p: Params, s: State) -> jax.Array:
     """Accept any strict perceived gain and talk every chair up by 2 utility units (the most the spec allows): an
     unchecked report makes a partner accept any swap that costs it less than 2."""
-    return jnp.broadcast_to(jnp.asarray([0.0, 2.0], jnp.float32), (1, p.n, 2))
+    return _fixed(p, 0.0, 2.0, -4.0)
 
 
 # -- analytics --------------------------------------------------------------------------------------------------------
@@ -469,6 +513,9 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
     out["rounds_to_last_trade"] = float(np.mean(last_trade))
     redrawn = bool(p.episode_rounds) and t > p.episode_rounds
     out["redrawn"] = redrawn
+    out["figure"] = figure(out["welfare_by_round"], float(np.mean(np.asarray(per_round["welfare0"])[:, 0])) / p.n,
+                           float(np.mean(np.asarray(per_round["core_welfare"])[:, 0])) / p.n, p.core,
+                           float(p.levels - 1))
     if redrawn:
         return out
     check = p.n <= env.check_max_n
@@ -489,6 +536,20 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
     return out
 
 
+def figure(by_round: list[float], initial: float, core: float, has_core: bool, first_best: float) -> dict:
+    """The report's figure: welfare per agent by round (mean over environments) beside the endowment's and the TTC
+    core's (the first best's without ``env.core``)."""
+    t = list(range(1, len(by_round) + 1))
+    flat = lambda v: [float(v)] * len(t)  # noqa: E731
+    series = [{"label": "bilateral trading", "x": t, "y": list(by_round), "kind": "measured"},
+              {"label": "endowment", "x": t, "y": flat(initial), "kind": "theory"},
+              {"label": "TTC core" if has_core else "first best (L − 1)", "x": t,
+               "y": flat(core if has_core else first_best), "kind": "theory"}]
+    return {"caption": "Chair market: welfare per agent by round under bilateral trading, against the endowment and "
+                       + ("the top-trading-cycles core allocation." if has_core else "the first best."),
+            "panels": [{"title": "welfare", "xlabel": "round", "ylabel": "utility per agent", "series": series}]}
+
+
 def metrics(p: Params, tot: Totals) -> dict:
     """Traceable: welfare gain over the measured rounds relative to the TTC core's gain (the first best's without
     ``env.core``), per-agent welfare, trade, breach and fooled rates."""
@@ -501,7 +562,9 @@ def metrics(p: Params, tot: Totals) -> dict:
 
 SCENARIO = register(Scenario(
     name="chairs", params=params, reset=reset, observe=observe, step=step, spec=spec,
-    seat_providers=seat_providers, seat_owners=seat_owners, scripted={"truthful": truthful, "puff": puff},
+    seat_providers=seat_providers, seat_owners=seat_owners, scripted={"truthful": truthful, "picky": picky, "puff": puff},
     summarise=summarise, metrics=metrics,
+    headline=("welfare", "core_welfare", "gain_vs_core", "mean_rank", "trade_rate", "fooled_share",
+              "rounds_to_last_trade"),
     description="the chair market: random meetings, swaps when both gain, honesty and enforcement as state rules, "
                 "against the top-trading-cycles core"))

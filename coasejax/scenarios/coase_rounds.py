@@ -204,6 +204,7 @@ SCENARIO = register(Scenario(
     name="coase_rounds", params=params, reset=reset, observe=observe, step=step, spec=spec,
     seat_providers=seat_providers, seat_owners=seat_owners, scripted={"truthful": truthful}, summarise=summarise,
     decisions=decisions, discount=discount, metrics=metrics,
+    train_summary=lambda cfg, means: {"cost_curve": cost_curve(cfg, means)} if cfg.train.algo == "ppo" else {},
     description="multi-round Coase negotiation: alternating offers or Lindahl prices, contracts, breach, reputation"))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from coasejax import checkpoint as ckpt
 from coasejax import distributed
+from coasejax import scenarios
 from coasejax.cliutil import write_atomic
 from coasejax.config import Config, ConfigError
 from coasejax.train import es
@@ -392,10 +393,9 @@ def train(cfg: Config, out: Path, resume: bool = False, on_start: Callable[[int,
             summary["skipped_checkpoints"] = [{"step": s, "reason": why} for s, why in skipped]
         if primary:
             write_strategy(trainer.algo, states.params, out)
-        if tc.algo == "ppo" and cfg.env.kind == "coase_rounds":  # the negotiation's deal rate against its costs
-            from coasejax.scenarios.coase_rounds import cost_curve
-
-            summary["cost_curve"] = cost_curve(cfg, mean_metrics(last_eval))
+        extra = scenarios.get(cfg.env.kind).train_summary if cfg.env.kind in scenarios.REGISTRY else None
+        if extra is not None:  # a scenario's own end-of-training entries
+            summary.update(extra(cfg, mean_metrics(last_eval)))
         return summary
     finally:
         if tb is not None:
