@@ -161,10 +161,10 @@ def test_a_sweep_over_cost_raises_the_fee_and_the_report_draws_the_figure(tmp_pa
 def test_withholding_clients_cut_quantity_and_the_monopoly_fee():
     """advocates.strategy=withhold (reservation 0.8·v): demand becomes 1 − f/0.8, so the monopoly's fee falls to
     0.8/2 = 0.4 (within 0.015: one environment at N = 10^5, fee sd ≈ 0.005); every buyer whose value lies in
-    (f, f/0.8) does not buy, decision errors ≈ 0.4/0.8 − 0.4 = 0.1 of clients (within 0.01). From fee 0.6: at the
-    default 0.9 nobody's reservation (at most 0.8) reaches the fee, every probe earns 0 and the rule has no gradient
-    to climb (it stays at 0.9, a model-free rule's dead start)."""
-    cfg = config(100_000, "advocates.strategy=withhold", "sim.rounds=120", "env.burn_in=80", "env.fee_init=0.6")
+    (f, f/0.8) does not buy, decision errors ≈ 0.4/0.8 − 0.4 = 0.1 of clients (within 0.01). From the default fee
+    0.9 nobody's reservation (at most 0.8) reaches the fee, every probe earns 0 and there is no gradient: the rule
+    cuts the fee by max_move per block without a sale until clients buy."""
+    cfg = config(100_000, "advocates.strategy=withhold", "sim.rounds=120", "env.burn_in=80")
     (s,) = rollouts([cfg], 120, 1, policy="withhold")
     assert abs(s["mean_fee"] - 0.4) < 0.015 and abs(s["decision_errors"] - 0.1) < 0.01, s
     assert abs(s["reservation_ratio"] - 0.8) < 1e-6

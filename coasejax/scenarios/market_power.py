@@ -8,18 +8,19 @@ price, the seat's action (``Spec.relative``: a multiple of ``observation[0] = v`
 ``f − c`` (``env.cost`` = c, the marginal cost).
 
 Providers (the provider layer, ``providers.count`` = M). With M > 1 and ``providers.switching_rate`` > 0 each client
-reviews its provider at the start of a round with that probability and picks provider m with logit probability
-``∝ exp((−f_m + inertia·[m = current]) / temperature)`` (``providers.inertia``, ``providers.temperature``;
-:func:`coasejax.rules.provider.choose_providers` with score −fee), then buys or not at the posted fees. Providers set
-their fees by a model-free rule with no closed form built in: over blocks of ``L = 2^ceil(log2(M + 1))`` rounds
-provider m posts ``f_m + δ H_{t, m+1}`` (H the Sylvester-Hadamard matrix of order L; its columns 1..M are
-orthogonal and sum to zero, so each provider's probe is uncorrelated with the others' and with a constant; the
-block's rows come in a fresh random order each block, the same for every provider, so a probe's lasting effect on
-the stock of clients is not systematically aligned with the next round's signs),
-accumulates its profit per client share ``π_{m,t} = M·profit_{m,t}/N``, and at the end of the block estimates its
-own-fee gradient ``g_m = Σ_t H_{t,m+1} π_{m,t} / (L δ)`` and moves ``f_m ← clip(f_m + clip(η g_m, ±max_move), c, 1)``
-(``env.fee_delta`` δ, ``env.fee_step`` η, ``env.max_move``). Each provider ascends its own profit holding the
-others' fees: its rest points are the Nash equilibria of the fee game the market defines.
+reviews its provider at the start of a round with that probability and picks provider m with logit probability ``∝
+exp((−f_m + inertia·[m = current]) / temperature)`` (``providers.inertia``, ``providers.temperature``;
+:func:`coasejax.rules.provider.choose_providers` with score −fee), then buys or not at the posted fees. Providers
+set their fees by a model-free rule with no closed form built in: over blocks of ``L = 2^ceil(log2(M + 1))`` rounds
+provider m posts ``f_m + δ H_{t, m+1}`` (H the Sylvester-Hadamard matrix of order L; its columns 1..M are orthogonal
+and sum to zero, so each provider's probe is uncorrelated with the others' and with a constant; the block's rows
+come in a fresh random order each block, the same for every provider, so a probe's lasting effect on the stock of
+clients is not systematically aligned with the next round's signs), accumulates its profit per client share
+``π_{m,t} = M·profit_{m,t}/N``, and at the end of the block estimates its own-fee gradient ``g_m = Σ_t H_{t,m+1}
+π_{m,t} / (L δ)`` and moves ``f_m ← clip(f_m + clip(η g_m, ±max_move), c, 1)`` (``env.fee_delta`` δ,
+``env.fee_step`` η, ``env.max_move``); a provider that sold nothing in the block (its fee above every reservation it
+faces, or no clients) has no gradient and cuts its fee by ``max_move``. Each provider ascends its own profit holding
+the others' fees: its rest points are the Nash equilibria of the fee game the market defines.
 
 Closed forms (:func:`theory`). Monopoly (M = 1): the fee solves ``1 − f^a − a (f − c) f^(a−1) = 0`` (numerically);
 for a = 1 ``f_M = (1 + c)/2``, quantity ``(1 − c)/2``, profit ``(1 − c)²/4``, consumer surplus ``(1 − c)²/8`` and
@@ -102,6 +103,7 @@ class State:
     provider: jax.Array  # i32[N]
     fee: jax.Array  # f32[M] each provider's fee (the centre of its probes)
     acc: jax.Array  # f32[M] Σ_t H_{t,m+1} π_{m,t} over the current block
+    sold: jax.Array  # f32[M] each provider's sales over the current block
     order: jax.Array  # i32[L] the order of the Hadamard rows in the current block
 
 
@@ -204,7 +206,7 @@ def reset(key: jax.Array, p: Params) -> State:
     provider = jax.random.randint(k_p, (p.n,), 0, p.m, jnp.int32) if p.m > 1 else jnp.zeros((p.n,), jnp.int32)
     fee = jnp.full((p.m,), jnp.clip(p.fee_init, p.cost, 1.0), jnp.float32)
     return State(t=jnp.zeros((), jnp.int32), value=u ** (1.0 / p.value_power), provider=provider, fee=fee,
-                 acc=jnp.zeros((p.m,), jnp.float32), order=jnp.arange(p.block, dtype=jnp.int32))
+                 acc=jnp.zeros((p.m,), jnp.float32), sold=jnp.zeros((p.m,), jnp.float32), order=jnp.arange(p.block, dtype=jnp.int32))
 
 
 def posted(p: Params, s: State) -> jax.Array:
@@ -233,15 +235,19 @@ def step(key: jax.Array, s: State, actions: jax.Array, p: Params):
     buy = f_i < reservation
     cs = jnp.where(buy, s.value - f_i, 0.0)
     margin = jnp.where(buy, f_i - p.cost, 0.0)
-    per_provider = segment_totals(jnp.stack([margin, jnp.ones_like(margin)]), provider, p.m)  # f32[2, M]
+    per_provider = segment_totals(jnp.stack([margin, jnp.ones_like(margin), buy.astype(jnp.float32)]), provider,
+                                  p.m)  # f32[3, M]: profit, clients, sales
     pi = per_provider[0] * (p.m / p.n)  # profit per client share
     row = p.signs[s.order[s.t % p.block]]
     acc = s.acc + row * pi
     end = (s.t % p.block) == p.block - 1
     g = acc / (p.block * p.fee_delta)
-    moved = jnp.clip(s.fee + jnp.clip(p.fee_step * g, -p.max_move, p.max_move), p.cost, 1.0)
+    sold = s.sold + per_provider[2]
+    # a block without a sale carries no gradient (every probe earned 0): the provider cuts its fee by max_move
+    move = jnp.where(sold > 0, jnp.clip(p.fee_step * g, -p.max_move, p.max_move), -p.max_move)
+    moved = jnp.clip(s.fee + move, p.cost, 1.0)
     new = State(t=s.t + 1, value=s.value, provider=provider, fee=jnp.where(end, moved, s.fee),
-                acc=jnp.where(end, 0.0, acc),
+                acc=jnp.where(end, 0.0, acc), sold=jnp.where(end, 0.0, sold),
                 order=jnp.where(end, jax.random.permutation(jax.random.fold_in(key, ORDER_STREAM), p.block)
                                 .astype(jnp.int32), s.order))
     sales = jnp.sum(buy, dtype=jnp.float32)
