@@ -144,22 +144,24 @@ def test_runs_at_a_million_sellers_and_the_report_draws_its_figure(tmp_path):
 def test_train_lemons_moves_a_markup_toward_truthful_asks(tmp_path):
     """The generic ES path on the scenario's own step: the Advocate head starts at ask = 2 × own value (the preset's
     policy.init_scale; sellers hold out for twice their value and forgo most trades) and after 15 iterations at
-    N = 1024, 2 rounds asks within 0.1 of the own value on average, with the best constant-ratio deviation gaining
-    under 1% (utility_loss_rel; the markup at 2 loses about half the gain). The sellers' gain per round is within
-    15% of the truthful closed form ``(p_0²/2θ_s + p_1²/2θ_s)/2 = 0.2197`` (the markup's: 0.120; the learned
-    asks bend slightly below the value at high qualities, which lifts the pool's price, so the learned gain may
-    exceed the truthful one)."""
+    N = 1024, 2 rounds, more than 92% of the sellers' sell-or-keep decisions are the truthful ones (the markup's:
+    (1 − 0.375 + 1 − 0.141)/2 = 0.742, the goods with p_t/2 < θ_s q ≤ p_t withheld; measured 0.948 after 15
+    iterations, 0.965 after 40: the pull toward the margin weakens as it closes, the loss being quadratic in the
+    ask's error), and the
+    sellers' gain per round is within 10% of the truthful closed form ``(p_0² + p_1²)/(4θ_s) = 0.2197`` (the
+    markup's: 0.120). Only the margin constrains the ask (any ask below the price sells), so the mean ask ratio,
+    which started at 2, is only checked to have come within 0.15 of 1."""
     from coasejax.train.run import train
 
     cfg = load_config("lemons", ["population.n_agents=1024", "train.iterations=15", "train.log_every=15",
                                  "checkpoint.every=15", "train.rollout=2"])
     assert cfg.policy.init_scale == 2.0
     s = train(cfg, tmp_path / "run")
-    truthful_gain = (0.75**2 / 2 + 0.5625**2 / 2) / 2
+    truthful_gain = (0.75**2 + 0.5625**2) / 4
     assert s["game"] == "lemons" and s["iterations"] == 15
-    assert abs(s["ask_ratio"] - 1.0) < 0.1, s
-    assert s["utility_loss_rel"] < 0.01, s
-    assert abs(s["seller_gain"] / truthful_gain - 1.0) < 0.15, s
+    assert s["truthful_decisions"] > 0.92, s
+    assert abs(s["seller_gain"] / truthful_gain - 1.0) < 0.10, s
+    assert abs(s["ask_ratio"] - 1.0) < 0.15, s
 
 
 def test_bad_env_keys_give_one_line_errors():
