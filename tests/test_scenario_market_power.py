@@ -23,7 +23,7 @@ MP = scenarios.get("market_power")
 
 
 def config(n, *extra):
-    return load_config("market_power", [f"population.n_agents={n}", *extra])
+    return load_config("market_power", [f"population.n_agents={n}", "env.fee_init=0.9", "env.fee_spread=0", *extra])
 
 
 def rollouts(cfgs, rounds, envs, policy="truthful", seed=0):

@@ -64,12 +64,14 @@ ORDER_STREAM = 0x6F726472
 @register_env
 class MarketPowerEnv(EnvSection):
     kind: Literal["market_power"] = "market_power"
-    sweepable: ClassVar[tuple[str, ...]] = ("cost", "value_power", "fee_init", "fee_delta", "fee_step", "max_move",
-                                            "withhold")
+    sweepable: ClassVar[tuple[str, ...]] = ("cost", "value_power", "fee_init", "fee_spread", "fee_delta", "fee_step",
+                                            "max_move", "withhold")
     value_power: float = Field(1.0, gt=0.0, le=100.0, description="a: values v = U^(1/a), demand D(f) = 1 − f^a "
                                                                    "(1: uniform on [0, 1])")
     cost: float = Field(0.0, ge=0.0, lt=1.0, description="c: the providers' marginal cost per sale")
     fee_init: float = Field(0.9, ge=0.0, le=1.0, description="every provider's fee at reset (clipped to [c, 1])")
+    fee_spread: float = Field(0.0, ge=0.0, le=1.0, description="each provider's fee at reset is fee_init + "
+                                                                "fee_spread·(2U − 1), U uniform (then clipped)")
     fee_delta: float = Field(0.01, gt=0.0, le=0.2, description="δ: the providers' ± fee probe")
     fee_step: float = Field(0.1, gt=0.0, le=10.0, description="η: the fee rule's step on its profit-gradient "
                                                                "estimate")
@@ -84,6 +86,7 @@ class Params:
     value_power: jax.Array  # f32[] a
     cost: jax.Array  # f32[] c
     fee_init: jax.Array  # f32[]
+    fee_spread: jax.Array  # f32[]
     fee_delta: jax.Array  # f32[] δ
     fee_step: jax.Array  # f32[] η
     max_move: jax.Array  # f32[]
@@ -194,17 +197,18 @@ def params(cfg) -> Params:
     market = ProviderParams(fee=ones * 0, fee_flat=ones * 0, conduct=ones * 0, shade=ones * 0, skill=ones * 0,
                             switching_rate=f(pr.switching_rate), inertia=f(pr.inertia), temperature=f(pr.temperature),
                             memory=f(pr.memory), count=m)
-    return Params(value_power=f(env.value_power), cost=f(env.cost), fee_init=f(env.fee_init),
+    return Params(value_power=f(env.value_power), cost=f(env.cost), fee_init=f(env.fee_init), fee_spread=f(env.fee_spread),
                   fee_delta=f(env.fee_delta), fee_step=f(env.fee_step), max_move=f(env.max_move),
                   withhold=f(env.withhold), signs=f(hadamard(block)[:, 1:m + 1]), market=market,
                   n=cfg.population.n_agents, m=m, block=block, switching=bool(m > 1 and pr.switching_rate > 0))
 
 
 def reset(key: jax.Array, p: Params) -> State:
-    k_v, k_p = jax.random.split(key)
+    k_v, k_p, k_f = jax.random.split(key, 3)
     u = jax.random.uniform(k_v, (p.n,), jnp.float32, 1e-7, 1.0)
     provider = jax.random.randint(k_p, (p.n,), 0, p.m, jnp.int32) if p.m > 1 else jnp.zeros((p.n,), jnp.int32)
-    fee = jnp.full((p.m,), jnp.clip(p.fee_init, p.cost, 1.0), jnp.float32)
+    start = p.fee_init + p.fee_spread * (2.0 * jax.random.uniform(k_f, (p.m,), jnp.float32) - 1.0)
+    fee = jnp.clip(start, p.cost, 1.0)
     return State(t=jnp.zeros((), jnp.int32), value=u ** (1.0 / p.value_power), provider=provider, fee=fee,
                  acc=jnp.zeros((p.m,), jnp.float32), sold=jnp.zeros((p.m,), jnp.float32), order=jnp.arange(p.block, dtype=jnp.int32))
 
