@@ -15,12 +15,14 @@ set their fees by a model-free rule with no closed form built in: over blocks of
 provider m posts ``f_m + δ H_{t, m+1}`` (H the Sylvester-Hadamard matrix of order L; its columns 1..M are orthogonal
 and sum to zero, so each provider's probe is uncorrelated with the others' and with a constant; the block's rows
 come in a fresh random order each block, the same for every provider, so a probe's lasting effect on the stock of
-clients is not systematically aligned with the next round's signs), accumulates its profit per client share
-``π_{m,t} = M·profit_{m,t}/N``, and at the end of the block estimates its own-fee gradient ``g_m = Σ_t H_{t,m+1}
-π_{m,t} / (L δ)`` and moves ``f_m ← clip(f_m + clip(η g_m, ±max_move), c, 1)`` (``env.fee_delta`` δ,
-``env.fee_step`` η, ``env.max_move``); a provider that sold nothing in the block (its fee above every reservation it
-faces, or no clients) has no gradient and cuts its fee by ``max_move``. Each provider ascends its own profit holding
-the others' fees: its rest points are the Nash equilibria of the fee game the market defines.
+clients is not systematically aligned with the next round's signs), accumulates its profit per client of the market
+``π_{m,t} = profit_{m,t}/N``, and at the end of the block estimates its own-fee gradient per unit of its mean share
+``s̄_m`` over the block, ``g_m = Σ_t H_{t,m+1} π_{m,t} / (L δ s̄_m)`` (a positive rescaling: the same sign and rest
+points as the profit gradient, but a provider with few clients moves as fast as one with many) and moves ``f_m ←
+clip(f_m + clip(η g_m, ±max_move), c, 1)`` (``env.fee_delta`` δ, ``env.fee_step`` η, ``env.max_move``); a provider
+that sold nothing in the block (its fee above every reservation it faces, or no clients) has no gradient and cuts
+its fee by ``max_move``. Each provider ascends its own profit holding the others' fees: its rest points are the Nash
+equilibria of the fee game the market defines.
 
 Closed forms (:func:`theory`). Monopoly (M = 1): the fee solves ``1 − f^a − a (f − c) f^(a−1) = 0`` (numerically);
 for a = 1 ``f_M = (1 + c)/2``, quantity ``(1 − c)/2``, profit ``(1 − c)²/4``, consumer surplus ``(1 − c)²/8`` and
@@ -107,6 +109,7 @@ class State:
     fee: jax.Array  # f32[M] each provider's fee (the centre of its probes)
     acc: jax.Array  # f32[M] Σ_t H_{t,m+1} π_{m,t} over the current block
     sold: jax.Array  # f32[M] each provider's sales over the current block
+    clients: jax.Array  # f32[M] each provider's clients summed over the rounds of the current block
     order: jax.Array  # i32[L] the order of the Hadamard rows in the current block
 
 
@@ -210,7 +213,8 @@ def reset(key: jax.Array, p: Params) -> State:
     start = p.fee_init + p.fee_spread * (2.0 * jax.random.uniform(k_f, (p.m,), jnp.float32) - 1.0)
     fee = jnp.clip(start, p.cost, 1.0)
     return State(t=jnp.zeros((), jnp.int32), value=u ** (1.0 / p.value_power), provider=provider, fee=fee,
-                 acc=jnp.zeros((p.m,), jnp.float32), sold=jnp.zeros((p.m,), jnp.float32), order=jnp.arange(p.block, dtype=jnp.int32))
+                 acc=jnp.zeros((p.m,), jnp.float32), sold=jnp.zeros((p.m,), jnp.float32),
+                 clients=jnp.zeros((p.m,), jnp.float32), order=jnp.arange(p.block, dtype=jnp.int32))
 
 
 def posted(p: Params, s: State) -> jax.Array:
@@ -241,17 +245,20 @@ def step(key: jax.Array, s: State, actions: jax.Array, p: Params):
     margin = jnp.where(buy, f_i - p.cost, 0.0)
     per_provider = segment_totals(jnp.stack([margin, jnp.ones_like(margin), buy.astype(jnp.float32)]), provider,
                                   p.m)  # f32[3, M]: profit, clients, sales
-    pi = per_provider[0] * (p.m / p.n)  # profit per client share
+    pi = per_provider[0] / p.n  # profit per client of the market
     row = p.signs[s.order[s.t % p.block]]
     acc = s.acc + row * pi
     end = (s.t % p.block) == p.block - 1
-    g = acc / (p.block * p.fee_delta)
+    clients = s.clients + per_provider[1]
+    share = jnp.maximum(clients / (p.block * p.n), 1.0 / p.n)  # the block's mean share
+    g = acc / (p.block * p.fee_delta * share)
     sold = s.sold + per_provider[2]
     # a block without a sale carries no gradient (every probe earned 0): the provider cuts its fee by max_move
     move = jnp.where(sold > 0, jnp.clip(p.fee_step * g, -p.max_move, p.max_move), -p.max_move)
     moved = jnp.clip(s.fee + move, p.cost, 1.0)
     new = State(t=s.t + 1, value=s.value, provider=provider, fee=jnp.where(end, moved, s.fee),
                 acc=jnp.where(end, 0.0, acc), sold=jnp.where(end, 0.0, sold),
+                clients=jnp.where(end, 0.0, clients),
                 order=jnp.where(end, jax.random.permutation(jax.random.fold_in(key, ORDER_STREAM), p.block)
                                 .astype(jnp.int32), s.order))
     sales = jnp.sum(buy, dtype=jnp.float32)
