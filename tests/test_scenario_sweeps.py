@@ -90,3 +90,12 @@ def test_report_draws_the_scenarios_figure_with_its_theory(tmp_path, preset):
     page = write_report(tmp_path / preset)
     assert (tmp_path / preset / "report_figures" / "scenario.png").stat().st_size > 5_000
     assert "report_figures/scenario.png" in page.read_text()
+
+
+def test_a_cross_field_env_error_names_its_key_once(tmp_path):
+    """A scenario's cross-field check (lemons: θ_b must exceed θ_s) reads as one line naming the key once, from
+    --set and from a sweep setting alike (it read "env: env: env.buyer_value: ..." before)."""
+    for args in (["--set", "env.buyer_value=0.5"], ["--sweep", "env.buyer_value=0.5,1.5"]):
+        r = CliRunner().invoke(app, ["simulate", "lemons", *args, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert "env.buyer_value: must exceed env.seller_value" in r.output and "env: env" not in r.output, r.output

@@ -97,6 +97,8 @@ def env_section(data) -> EnvSection:
             raise ValueError(f"env.{loc}: unknown key for env.kind {kind} ({keys})") from None
         got = e.get("input")
         tail = f" (got {got!r})" if got is not None and not isinstance(got, dict) and e["type"] != "value_error" else ""
+        if not loc and msg.startswith("env.") and " " not in msg.split(":", 1)[0]:
+            raise ValueError(msg) from None  # a cross-field check that already names its key
         raise ValueError(f"env.{loc}: {msg}{tail}" if loc else f"env: {msg}{tail}") from None
 
 
