@@ -213,3 +213,20 @@ def test_bad_env_keys_give_one_line_errors():
         load_config("market_power", ["env.value_power=-1"])
     with pytest.raises(ConfigError, match=r"env\.capacity: unknown key for env.kind market_power"):
         load_config("market_power", ["env.capacity=0.5"])
+
+
+def test_ppo_log_is_strict_json_where_the_scenario_has_no_efficiency(tmp_path):
+    """PPO runs on the scenario end to end; market power has no bargaining efficiency or deal rate, so metrics.jsonl
+    leaves those fields out instead of writing NaN (it did: strict JSON parsers refused the file), and the
+    evaluation's own numbers are finite (the monopoly fee of a short run within (c, 1])."""
+    r = CliRunner().invoke(app, ["train", "market_power", "--set", "population.n_agents=512", "--set",
+                                 "train.algo=ppo", "--set", "train.iterations=2", "--set", "train.log_every=2",
+                                 "--set", "checkpoint.every=2", "--set", "train.rollout=4", "--out",
+                                 str(tmp_path / "ppo"), "-q"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+
+    def refuse(name):
+        raise ValueError(f"non-finite {name} in metrics.jsonl")
+
+    rows = [json.loads(x, parse_constant=refuse) for x in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and "train_efficiency" not in rows[0] and 0.0 < rows[0]["fee"] <= 1.0, rows

@@ -443,9 +443,10 @@ class PPO:
     def log_row(self, m: StepMetrics) -> dict:
         """The metrics.jsonl fields of a chunk's last iteration (mean over seeds)."""
         last = lambda x: np.asarray(x)[:, -1]  # noqa: E731
+        optional = {"train_efficiency": float(np.mean(last(m.efficiency))),  # nan where the scenario has none:
+                    "train_deal_rate": float(np.mean(last(m.deal_rate)))}  # left out (metrics.jsonl is strict JSON)
         return {"train_utility": float(np.mean(last(m.utility))), "grad_norm": float(np.mean(last(m.grad_norm))),
-                "train_efficiency": float(np.mean(last(m.efficiency))),
-                "train_deal_rate": float(np.mean(last(m.deal_rate))),
+                **{k: v for k, v in optional.items() if np.isfinite(v)},
                 "value_loss": float(np.mean(last(m.value_loss))), "action_sd": float(np.mean(last(m.std))),
                 "train_provider_utility": np.mean(last(m.utility), axis=0).tolist(),
                 "train_provider_shares": np.mean(last(m.provider_shares), axis=0).tolist()}
