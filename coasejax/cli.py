@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from contextlib import nullcontext
@@ -23,6 +24,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+try:  # newer typer carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_exceptions
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -338,11 +344,11 @@ def report(
     browser with no server."""
     if not run_dir.is_dir():
         fail(f"RUN_DIR {run_dir}: not a directory")
-    from coasejax.eval.report import write_report
+    from coasejax.eval.report import ReportError, write_report
 
     try:
         page = write_report(run_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ReportError) as e:  # the message names the file and what is wrong with it
         fail(str(e))
     except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as e:
         fail(f"RUN_DIR {run_dir}: its files are not in the format coasejax writes ({type(e).__name__}: {e})")
@@ -373,19 +379,80 @@ def _bad_input_errors() -> tuple[type, ...]:
     return tuple(c for c in found if isinstance(c, type))
 
 
+#: the exception classes of a failed XLA computation: jax.errors.JaxRuntimeError (JAX 0.10 and later), and
+#: jaxlib's XlaRuntimeError, the class older JAX raised (matched by name: it lives in a different jaxlib module in
+#: each version)
+XLA_RUNTIME_ERRORS = ("JaxRuntimeError", "XlaRuntimeError")
+
+
 def _device_out_of_memory(e: BaseException) -> bool:
-    return type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e)
+    """Whether ``e`` is XLA failing to allocate: ``RESOURCE_EXHAUSTED`` (a device or the host allocator refused) or
+    ``Out of memory`` (XLA's ``INTERNAL: ... Out of memory`` when an address-space limit is hit)."""
+    jax = sys.modules.get("jax")
+    real = getattr(getattr(jax, "errors", None), "JaxRuntimeError", None)
+    if not ((isinstance(real, type) and isinstance(e, real))
+            or any(c.__name__ in XLA_RUNTIME_ERRORS for c in type(e).__mro__)):
+        return False
+    message = str(e)
+    return "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower()
+
+
+def _out_of_memory_line(e: BaseException) -> str:
+    """One line for a device out-of-memory error: how much could not be allocated when XLA says, its first line, and
+    what to lower."""
+    message = str(e)
+    first = (message.strip().splitlines() or [type(e).__name__])[0].strip()[:200]
+    size = ""
+    m = re.search(r"allocat\w*\s+(\d[\d,]*)\s*bytes", message, re.IGNORECASE)
+    if m:
+        size = f"could not allocate {int(m.group(1).replace(',', '')) / 1e9:,.1f} GB; "
+    else:
+        m = re.search(r"allocat\w*\s+(\d+(?:\.\d+)?\s*[KMGTP]i?B)\b", message, re.IGNORECASE)
+        if m:
+            size = f"could not allocate {m.group(1)}; "
+    return f"out of device memory: {size}lower population.n_agents or sim.envs (XLA: {first})"
+
+
+def _usage_line(e) -> str:
+    """One line for a command-line usage error (an unknown option or command, a missing argument, a bad value):
+    click's message, which names the option or argument, and the command whose ``--help`` lists what is allowed."""
+    ctx = getattr(e, "ctx", None)
+    path = getattr(ctx, "command_path", None)
+    if not path:  # click's parser raises some errors (an option given no value) without the command's context
+        words = [w for w in sys.argv[1:] if not w.startswith("-")]
+        known = getattr(_command(), "commands", {})
+        path = f"coasejax {words[0]}" if words and words[0] in known else "coasejax"
+    return f"{e.format_message().strip().rstrip('.')}; see '{path} --help'"
+
+
+def _run_app() -> None:
+    """Run the click command without click's own error handling (``standalone_mode=False``), so that a usage error
+    reaches :func:`main` and is printed as one line; ``--help``, ``typer.Exit(code)`` and Ctrl-C (exit 130) end with
+    the exit code they ended with before."""
+    rv = _command().main(prog_name="coasejax", standalone_mode=False)
+    if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+        sys.exit(rv)  # typer.Exit(code), click's ctx.exit(code) and Ctrl-C (130) are returned, not raised, here
 
 
 def main() -> None:
     """The ``coasejax`` command. Whatever a command raises ends as one line on stderr and an exit code: 2 for bad
-    input (:class:`ConfigError`, e.g. raised while building from a config that validated), 3 for an environment
-    fault (a full or read-only disk, memory), 1 for an internal error (a bug: ``COASEJAX_TRACEBACK=1`` re-raises it
-    with its traceback)."""
+    input (:class:`ConfigError`, e.g. raised while building from a config that validated, or a command-line usage
+    error), 3 for an environment fault (a full or read-only disk, memory), 1 for an internal error (a bug:
+    ``COASEJAX_TRACEBACK=1`` re-raises it with its traceback)."""
     try:
         distributed.initialize()  # join a multi-process run if the environment asks for one (no package import
         # starts a JAX backend, so it is still in time here); ConfigError: exit 2, JoinError: exit 3
-        _command()(prog_name="coasejax")  # what app() does, with the click command built once per process
+        _run_app()
+    except click_exceptions.ClickException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `coasejax` alone: the help (typer's rich help has printed it)
+            if e.format_message().strip():
+                e.show()
+            sys.exit(e.exit_code)
+        print_error(_usage_line(e) if isinstance(e, click_exceptions.UsageError) else e.format_message())
+        sys.exit(e.exit_code)
+    except typer.Abort:  # EOF at a prompt (Ctrl-C is exit 130, returned by _run_app); click's Abort in older typer
+        print_error("aborted")
+        sys.exit(EXIT_INTERNAL)
     except ConfigError as e:
         print_error(e)
         sys.exit(EXIT_BAD_INPUT)
@@ -403,8 +470,7 @@ def main() -> None:
             print_error(e)
             sys.exit(EXIT_BAD_INPUT)
         if _device_out_of_memory(e):
-            print_error(f"out of device memory ({str(e).splitlines()[0][:200]}); lower population.n_agents or "
-                        f"sim.envs")
+            print_error(_out_of_memory_line(e))
             sys.exit(EXIT_ENVIRONMENT)
         if os.environ.get("COASEJAX_TRACEBACK"):
             raise

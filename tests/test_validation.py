@@ -312,9 +312,13 @@ def test_a_checkpoint_error_that_reaches_main_is_bad_input(monkeypatch, tmp_path
 
 
 def test_a_device_out_of_memory_is_exit_3(monkeypatch, tmp_path):
-    XlaRuntimeError = type("XlaRuntimeError", (RuntimeError,), {})
-    monkeypatch.setattr("coasejax.simulate.build", _raise(XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory\nmore")))
-    assert_one_line(simulate("quickstart", "-q", "--out", tmp_path / "o"), ENV_FAULT, "out of device memory")
+    """The class JAX 0.10 and later really raise (a genuine allocation failure: tests/test_error_paths.py)."""
+    import jax
+
+    oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4000000000 bytes.\nmore")
+    monkeypatch.setattr("coasejax.simulate.build", _raise(oom))
+    assert_one_line(simulate("quickstart", "-q", "--out", tmp_path / "o"), ENV_FAULT, "out of device memory",
+                    "could not allocate 4.0 GB")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

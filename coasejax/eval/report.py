@@ -63,7 +63,7 @@ class RunData:
 
     def __init__(self, run: Path):
         self.run = run
-        self.summary = _dict(_json(run / "summary.json"))
+        self.summary = _object(run / "summary.json")
         self.sweep = _dict(_json(run / "sweep.json"))
         self.tc_curves = _dict(_json(run / "tc_curves.json"))
         strategy = _dict(_json(run / "strategy.json")) or {}
@@ -125,6 +125,23 @@ def _jsonl(path: Path) -> list[dict]:
 
 def _dict(v):
     return v if isinstance(v, dict) else None
+
+
+#: the JSON name of each Python type json.loads returns, for the message of a file that is not an object
+JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+              type(None): "null"}
+
+
+def _object(path: Path) -> dict | None:
+    """The JSON object in ``path`` (None when there is no such file); a file that holds JSON but not an object (an
+    array, a number) is a :class:`ReportError` naming it."""
+    v = _json(path)
+    if v is None and not path.exists():
+        return None
+    if not isinstance(v, dict):
+        raise ReportError(f"{path}: exists but is not a JSON object (it holds {JSON_TYPES.get(type(v), 'JSON')}); "
+                          f"coasejax writes {path.name} as an object of named results")
+    return v
 
 
 def _num(v) -> float:
