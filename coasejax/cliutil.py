@@ -138,7 +138,9 @@ def bytes_per_agent(cfg) -> int:
         return 8 + 20 * k + (18 * k if cfg.population.graph == "small_world" else 0)
     if cfg.env.kind == "coase_rounds":
         return 1000
-    return 16
+    from coasejax import scenarios
+
+    return scenarios.REGISTRY[cfg.env.kind].bytes_per_agent if cfg.env.kind in scenarios.REGISTRY else 16
 
 
 def memory_needed(cfg) -> int:
@@ -180,8 +182,10 @@ def check_memory(cfg, sharded: bool = True) -> None:
     have, where = memory_available(cfg.sim.shard)
     if need > have:
         per = bytes_per_agent(cfg)
+        shape = (f", degree {cfg.population.degree}, graph {cfg.population.graph}"
+                 if cfg.env.kind in ("coase", "coase_rounds") else "")
         raise ConfigError(
             f"population.n_agents: {cfg.population.n_agents:,} agents × sim.envs {cfg.sim.envs}"
             f"{' × the sweep settings' if cfg.sweep else ''} need at least {_gb(need)} ({per} B per agent for "
-            f"env.kind {cfg.env.kind}, degree {cfg.population.degree}, graph {cfg.population.graph}), more than the "
+            f"env.kind {cfg.env.kind}{shape}), more than the "
             f"{_gb(have)} of {where}; lower population.n_agents or sim.envs")

@@ -98,6 +98,8 @@ def build(cfg: Config, chunk: int | None = None) -> Simulation:
     With a sweep (``cfg.sweep``) the parameters of all settings are stacked on a leading axis S and the runner is
     ``vmap``-ped over it; every setting resets from the same keys with its own parameters (state ``[S, E, N]``)."""
     scenario = scenarios.get(cfg.env.kind)
+    if scenario.check is not None:
+        scenario.check(cfg)
     setting_list = sweeps.settings(cfg) if cfg.sweep else []
     setting_cfgs = [sweeps.setting_config(cfg, s) for s in setting_list]
     if setting_cfgs:

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from tests.conftest import run_cli
 from typer.testing import CliRunner
 
 from coasejax.cli import app
@@ -99,3 +100,26 @@ def test_a_cross_field_env_error_names_its_key_once(tmp_path):
         r = CliRunner().invoke(app, ["simulate", "lemons", *args, "--out", str(tmp_path / "x")])
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
         assert "env.buyer_value: must exceed env.seller_value" in r.output and "env: env" not in r.output, r.output
+
+
+def test_a_scenario_population_that_cannot_fit_is_refused_with_its_own_estimate(tmp_path, monkeypatch):
+    """Each scenario states a lower bound of its peak bytes per agent (chairs: 112 B, measured 116 B at N = 10⁶); on
+    a machine with 10 GB, 2·10⁸ chair agents (at least 22 GB) are refused before anything compiles, naming the
+    scenario and not a graph it does not use, while the 16 B of the old estimate (3.2 GB) let them through."""
+    from coasejax import cliutil
+
+    monkeypatch.setattr(cliutil, "memory_available", lambda shard=True: (10 * 10**9, "host memory"))
+    r = CliRunner().invoke(app, ["simulate", "chairs", "--set", "population.n_agents=200000000", "--set",
+                                 "env.core=false", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "112 B per agent for env.kind chairs)" in r.output and "graph" not in r.output, r.output
+
+
+@pytest.mark.parametrize("args, key", [(["env.burn_in=20", "sim.rounds=20"], "env.burn_in"),
+                                       (["env.good=1e-39"], "env.good")])
+def test_scenario_inputs_it_cannot_measure_are_refused(tmp_path, args, key):
+    """A burn-in that leaves no measured round (it was cut down silently) and a number float32 cannot hold (it ran
+    as 0) are one-line errors naming the key."""
+    sets = [x for a in args for x in ("--set", a)]
+    r = run_cli("simulate", "el_farol", *sets, "--out", tmp_path / "x", "-q")  # the real entry point
+    assert r.code == 2 and key in r.stderr and len(r.lines) == 1, (r.code, r.stderr)

@@ -181,8 +181,8 @@ class ProvidersConfig(_Section):
         None, description="each provider's advocates: a scripted strategy (truthful | shade | best_response) or a "
                           "training run RUN_DIR[:STEP][@P]; one value or a list of providers.count (null: advocates.*)")
     switching_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability a client reviews its provider per round")
-    inertia: float = Field(0.0, ge=0.0, description="utility bonus of staying with the current provider (logit)")
-    temperature: float = Field(0.1, gt=0.0, description="logit temperature of provider choice")
+    inertia: float = Field(0.0, ge=0.0, le=1e6, description="utility bonus of staying with the current provider (logit)")
+    temperature: float = Field(0.1, gt=1e-6, le=1e6, description="logit temperature of provider choice")
     memory: float = Field(0.8, ge=0.0, lt=1.0, description="weight of the past in each client's net-utility average")
 
     @model_validator(mode="after")

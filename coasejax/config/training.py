@@ -9,7 +9,7 @@ import math
 import typing
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 VALUE_DIST_SYNTAX = "uniform | power:A with A in [0.5, 4]"
 
@@ -48,6 +48,10 @@ class _Section(StrictModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+#: the smallest normal and the largest finite float32
+FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38
+
+
 class EnvSection(_Section):
     """The ``env`` section: which scenario runs (``kind``, a name in :mod:`coasejax.scenarios`) and that scenario's
     own keys. Each scenario validates its section with its own model (:func:`register_env`), so a key of another
@@ -58,6 +62,18 @@ class EnvSection(_Section):
 
     kind: str = "coase"
     sweepable: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _float32_range(self) -> "EnvSection":
+        """Every scenario runs in float32: a number it cannot hold (a nonzero magnitude below the smallest normal
+        float32, 1.2e-38, or above the largest, 3.4e38) is refused here, not turned into 0 or inf in the run."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            for x in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(x, float) and x != 0.0 and math.isfinite(x) and not FLOAT32_TINY <= abs(x) <= FLOAT32_MAX:
+                    raise ValueError(f"env.{name}: {x!r} is outside what float32 holds (0, or a magnitude between "
+                                     f"{FLOAT32_TINY:.3g} and {FLOAT32_MAX:.3g})")
+        return self
 
 
 #: ``env.kind`` -> the model of that scenario's ``env`` section (filled by :func:`register_env`)

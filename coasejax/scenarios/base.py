@@ -36,6 +36,10 @@ the engine's per-slot arrays ``[k, N]`` (the agent axis is the one sharded over 
   which ``coasejax report`` draws;
 * ``train_summary(cfg, means) -> dict`` (optional): entries a finished ``train`` run adds to its summary, from the
   mean metrics of its last evaluation (the negotiation's deal rate against its per-round costs);
+* ``check(cfg)`` (optional): refuse a run's config (:class:`coasejax.config.ConfigError`) that the scenario cannot
+  measure, before anything compiles (``simulate``: e.g. a burn-in of every round);
+* ``bytes_per_agent``: a lower bound of the peak bytes per agent and environment of one compiled chunk (measured
+  with ``scripts/bench_markets.py``), from which ``simulate`` and ``train`` refuse a population that cannot fit;
 * ``sentinels``: the per-round metrics that are −inf by design (a maximum over nothing); every other per-round
   metric, and every float of the final state, must be finite, or ``simulate`` stops naming it and its round.
 """
@@ -107,6 +111,8 @@ class Scenario(NamedTuple):
     sentinels: tuple[str, ...] = ()
     headline: tuple[str, ...] = ()
     train_summary: Callable[..., dict] | None = None
+    check: Callable[..., None] | None = None
+    bytes_per_agent: int = 16  # a lower bound of the peak bytes per agent and environment of a compiled chunk
 
 
 #: scenario name (``env.kind``) -> its record, filled by :func:`register`
@@ -130,6 +136,16 @@ def get(name: str) -> Scenario:
 
 #: folds the advocates' randomness of a round away from the scenario's own draws
 ACT_STREAM = 0x61637473
+
+
+def check_burn_in(cfg) -> None:
+    """``env.burn_in`` (rounds left out of a scenario's measured statistics) must leave a measured round of
+    ``sim.rounds``."""
+    from coasejax.config import ConfigError
+
+    if cfg.env.burn_in >= cfg.sim.rounds:
+        raise ConfigError(f"env.burn_in: must be below sim.rounds ({cfg.sim.rounds}) so that a round is measured, "
+                          f"got {cfg.env.burn_in}")
 
 
 def finite_state(state) -> jax.Array:

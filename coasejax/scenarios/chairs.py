@@ -561,7 +561,8 @@ def metrics(p: Params, tot: Totals) -> dict:
 
 
 SCENARIO = register(Scenario(
-    name="chairs", params=params, reset=reset, observe=observe, step=step, spec=spec,
+    name="chairs", bytes_per_agent=112,  # measured peak at N = 10^6 (BENCHMARKS.md), rounded down
+    params=params, reset=reset, observe=observe, step=step, spec=spec,
     seat_providers=seat_providers, seat_owners=seat_owners, scripted={"truthful": truthful, "picky": picky, "puff": puff},
     summarise=summarise, metrics=metrics,
     headline=("welfare", "core_welfare", "gain_vs_core", "mean_rank", "trade_rate", "fooled_share",

@@ -49,7 +49,7 @@ from flax import struct
 from pydantic import Field
 
 from coasejax.config import EnvSection, register_env
-from coasejax.scenarios.base import Scenario, Spec, Transition, register
+from coasejax.scenarios.base import Scenario, Spec, Transition, check_burn_in, register
 
 
 @register_env
@@ -294,7 +294,8 @@ def metrics(p: Params, tot: Totals) -> dict:
 
 
 SCENARIO = register(Scenario(
-    name="el_farol", params=params, reset=reset, observe=observe, step=step,
+    name="el_farol", check=check_burn_in, bytes_per_agent=80,  # measured peak at N = 10^6 (BENCHMARKS.md), rounded down
+    params=params, reset=reset, observe=observe, step=step,
     spec=lambda p: Spec(observation=tuple(f"attendance_lag{k}" for k in range(1, p.memory + 1)) + ("capacity",),
                         actions=("go_probability",), low=(0.0,), high=(1.0,), truthful=(0.5,), relative=False,
                         seats=1),

@@ -210,7 +210,8 @@ def crowd_curve(cfg, sigmas, rounds: int | None = None, key: jax.Array | None = 
 
 
 SCENARIO = register(Scenario(
-    name="granovetter", params=params, reset=reset, observe=observe, step=step,
+    name="granovetter", bytes_per_agent=28,  # measured peak at N = 10^6 (BENCHMARKS.md), rounded down
+    params=params, reset=reset, observe=observe, step=step,
     spec=lambda p: Spec(observation=("crowd", "threshold"), actions=("in",), low=(0.0,), high=(1.0,),
                         truthful=(0.5,), relative=False, seats=1),
     seat_providers=lambda p, s: jnp.zeros((1, p.n), jnp.int32),

@@ -56,7 +56,7 @@ from pydantic import Field
 
 from coasejax.config import EnvSection, register_env
 from coasejax.rules.provider import ProviderParams, choose_providers, segment_totals
-from coasejax.scenarios.base import Scenario, Spec, Transition, register
+from coasejax.scenarios.base import Scenario, Spec, Transition, check_burn_in, register
 
 
 #: folds the draw of the next block's row order away from the clients' switching draws
@@ -68,7 +68,7 @@ class MarketPowerEnv(EnvSection):
     kind: Literal["market_power"] = "market_power"
     sweepable: ClassVar[tuple[str, ...]] = ("cost", "value_power", "fee_init", "fee_spread", "fee_delta", "fee_step",
                                             "max_move", "withhold")
-    value_power: float = Field(1.0, gt=0.0, le=100.0, description="a: values v = U^(1/a), demand D(f) = 1 − f^a "
+    value_power: float = Field(1.0, ge=0.05, le=100.0, description="a: values v = U^(1/a), demand D(f) = 1 − f^a "
                                                                    "(1: uniform on [0, 1])")
     cost: float = Field(0.0, ge=0.0, lt=1.0, description="c: the providers' marginal cost per sale")
     fee_init: float = Field(0.9, ge=0.0, le=1.0, description="every provider's fee at reset (clipped to [c, 1])")
@@ -350,7 +350,8 @@ def metrics(p: Params, tot: Totals) -> dict:
 
 
 SCENARIO = register(Scenario(
-    name="market_power", params=params, reset=reset, observe=observe, step=step,
+    name="market_power", check=check_burn_in, bytes_per_agent=36,  # measured peak at N = 10^6 (BENCHMARKS.md), rounded down
+    params=params, reset=reset, observe=observe, step=step,
     spec=lambda p: Spec(observation=("value", "fee"), actions=("reservation",), low=(0.0,), high=(1.5,),
                         truthful=(1.0,), relative=True, seats=1),
     seat_providers=lambda p, s: s.provider[None],

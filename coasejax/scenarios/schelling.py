@@ -247,7 +247,8 @@ def tolerance_curve(cfg, tolerances, rounds: int | None = None, envs: int = 1,
 
 
 SCENARIO = register(Scenario(
-    name="schelling", params=params, reset=reset, observe=observe, step=step,
+    name="schelling", bytes_per_agent=64,  # measured peak at N = 10^6 (BENCHMARKS.md), rounded down
+    params=params, reset=reset, observe=observe, step=step,
     spec=lambda p: Spec(observation=("like_share", "occupied_neighbours", "tolerance"), actions=("move",),
                         low=(0.0,), high=(1.0,), truthful=(0.5,), relative=False, seats=1),
     seat_providers=lambda p, s: jnp.zeros((1, p.n), jnp.int32),
