@@ -29,6 +29,17 @@ closed, and each prints a traceback through ``sys.unraisablehook`` (``Event loop
 while reading array index``) or asyncio's logger (``Task exception was never retrieved`` of a TensorStore read
 error). :func:`manager` installs filters that drop exactly those (every other unraisable exception and log record
 still gets through), so a refused checkpoint prints its one line and nothing else.
+
+When a save meets a disk fault (a full or read-only disk: ENOSPC from TensorStore's writes of the arrays, the
+sharding file or the OCDBT manifest, or from Orbax's JSON writes), each of Orbax's background threads that fails logs
+``_SignalingThread.run() raised an exception`` with its traceback to the ``absl`` logger at ERROR, some of them after
+the save has already raised, and the same exception is handed to the waiting save, which turns it into one
+:class:`StorageError`. :func:`manager` also installs a filter on the ``absl`` logger that drops exactly those records
+whose exception is a disk fault (:func:`_os_error`; any other exception, and every other record, still gets
+through). On its error path :func:`save` waits for Orbax's threads to end (so none still writes, or logs, when the
+command prints its line and exits) and removes the checkpoint's temporary folder ``<step>.orbax-checkpoint-tmp``
+(Orbax ignores such folders when listing checkpoints, so one left behind, e.g. when the removal itself fails, is
+harmless: a resumed run never reads it and its manager deletes it on opening).
 """
 
 from __future__ import annotations
@@ -39,8 +50,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +108,24 @@ class _AsyncioNoise(logging.Filter):
                     and isinstance(exc, ValueError) and "tensorstore_spec=" in str(exc))
 
 
+class _SaveNoise(logging.Filter):
+    """Drops the ``absl`` ERROR record an Orbax background thread logs when it fails with a disk fault
+    (``_SignalingThread.run() raised an exception``, with its traceback): the same exception reaches the waiting
+    :func:`save`, which reports it as one :class:`StorageError` line. Every other record gets through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and "_SignalingThread.run() raised an exception" in str(record.msg)
+                    and _os_error(exc) is not None)
+
+
 def _install_noise_filter() -> None:
     asyncio_logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _AsyncioNoise) for f in asyncio_logger.filters):
         asyncio_logger.addFilter(_AsyncioNoise())
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _SaveNoise) for f in absl_logger.filters):
+        absl_logger.addFilter(_SaveNoise())
     previous = sys.unraisablehook
     if getattr(previous, "_coasejax_filter", False):
         return
@@ -258,8 +286,9 @@ def verify(mngr, step: int) -> str | None:
 
 def save(mngr, step: int, state, config: dict, metrics: dict | None = None, meta: dict | None = None) -> None:
     """Save ``state``, the resolved ``config`` and ``meta`` as checkpoint ``step`` (blocking until it is on disk),
-    then its manifest. A disk fault (full, read-only, no permission) raises a one-line :class:`StorageError`; what
-    was on disk before stays as it was (Orbax's temporary folder is removed when the next manager opens)."""
+    then its manifest. A disk fault (full, read-only, no permission) raises a one-line :class:`StorageError` once
+    Orbax's threads have ended; what was on disk before stays as it was, and the temporary folder of this step is
+    removed (see the module docstring)."""
     clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)} or None
     items = {"state": ocp.args.StandardSave(distributed.replicate(state_tree(state))),
              "config": ocp.args.JsonSave(config)}
@@ -272,10 +301,45 @@ def save(mngr, step: int, state, config: dict, metrics: dict | None = None, meta
             write_manifest(Path(mngr.directory) / str(step))
         distributed.barrier(f"checkpoint-{step}-manifest")
     except Exception as e:  # noqa: BLE001 - a disk fault becomes one line; anything else propagates as it is
+        _after_failed_save(mngr, step)
         os_error = _os_error(e)
         if os_error is None:
             raise
         raise storage_error(os_error, f"cannot write checkpoint {step} to {mngr.directory}") from None
+
+
+#: how long a failed save waits for Orbax's background threads to end (they end as soon as their write fails)
+THREAD_JOIN_SECONDS = 60.0
+
+
+def _orbax_threads() -> list[threading.Thread]:
+    """Orbax's live background threads (``_SignalingThread``: array and metadata writes, commits) other than this
+    one."""
+    try:
+        from orbax.checkpoint._src.futures import future as orbax_future
+
+        cls = orbax_future._SignalingThread  # noqa: SLF001
+    except (ImportError, AttributeError):  # another Orbax layout: nothing to wait for by name
+        return []
+    me = threading.current_thread()
+    return [t for t in threading.enumerate() if isinstance(t, cls) and t is not me and t.is_alive()]
+
+
+def _after_failed_save(mngr, step: int) -> None:
+    """The error path of :func:`save`: wait for the manager and Orbax's threads to finish (their own errors are the
+    one being reported, so they are swallowed here), then remove checkpoint ``step``'s temporary folder."""
+    try:
+        mngr.wait_until_finished()
+    except Exception:  # noqa: BLE001
+        pass
+    deadline = time.monotonic() + THREAD_JOIN_SECONDS
+    for t in _orbax_threads():
+        t.join(max(0.0, deadline - time.monotonic()))
+    if not distributed.is_primary():
+        return
+    directory = Path(mngr.directory)
+    for tmp in directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def latest_step(mngr) -> int | None:

@@ -554,6 +554,135 @@ def test_a_full_or_read_only_disk_is_one_line_exit_3_and_loses_nothing(es_run, t
     assert_same(outcome(out), ref, summary, ref_summary)
 
 
+#: ``python -c DISK_FULL WHERE OUT ARGS...``: ``coasejax ARGS`` with a full disk injected under ``OUT`` where the
+#: in-process tests cannot reach it: ``orbax``, TensorStore's own ENOSPC error (its message, as it words it) raised by
+#: ``tensorstore.open(create=True)`` inside Orbax's array-writing thread, so the failure travels through Orbax's
+#: background threads (``array_type_handler``, ``serialize_shardings``, ``write_metadata_after_commits``) as a real
+#: full disk does; ``tb``, ENOSPC from ``os.write`` to the TensorBoard event file. A subprocess, because Orbax's
+#: threads log through absl to the real stderr (under pytest that would go to its log capture instead).
+DISK_FULL = """
+import errno, os, sys
+where, out = sys.argv[1], os.path.realpath(sys.argv[2])
+message = os.strerror(errno.ENOSPC)
+if where == "orbax":
+    import tensorstore
+    from orbax.checkpoint._src.serialization import serialization
+
+    class FullDisk:
+        def __getattr__(self, name):
+            return getattr(tensorstore, name)
+
+        def open(self, spec, *args, **kwargs):
+            if kwargs.get("create"):
+                raise ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{out}/checkpoints/x": Failed to '
+                                 f"write 113 bytes to file 18: {message} [os_error_code='28']")
+            return tensorstore.open(spec, *args, **kwargs)
+
+    serialization.ts = FullDisk()
+elif where == "tb":
+    write = os.write
+
+    def full_write(fd, data):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if target.startswith(os.path.join(out, "tb") + os.sep):
+            raise OSError(errno.ENOSPC, message)
+        return write(fd, data)
+
+    os.write = full_write
+from coasejax.cli import main
+sys.argv = ["coasejax", *sys.argv[3:]]
+main()
+"""
+
+
+def _assert_one_line_exit_3(r: subprocess.CompletedProcess, names: str) -> None:
+    err = r.stderr.strip()
+    assert r.returncode == 3, err
+    assert "Traceback" not in r.stdout + r.stderr and "absl" not in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and os.strerror(errno.ENOSPC) in err, err
+    assert names in err, err
+
+
+@pytest.mark.parametrize("where", ["orbax", "tb"])
+def test_a_full_disk_inside_orbax_or_tensorboard_threads_is_one_line_exit_3(es_run, tmp_path, where):
+    """A run resumed from checkpoint 20 meets a full disk inside Orbax's background threads (writing checkpoint 30)
+    or in the TensorBoard event file: one ``error:`` line naming the checkpoint folder or the event file, exit 3, no
+    traceback and no absl log from the threads; no ``30.orbax-checkpoint-tmp`` folder is left; the checkpoints and
+    log lines already on disk are as they were, and ``--resume`` afterwards ends equal to the uninterrupted run."""
+    cfg, trainer, ref_dir, ref_summary, ref = es_run
+    out = tmp_path / "run"
+    _partial_copy(ref_dir, out, 20)
+    before = on_disk(out)
+    sets = [a for s in ES for a in ("--set", s)]
+    r = subprocess.run([sys.executable, "-c", DISK_FULL, where, str(out), "train", "auction_first_price", *sets,
+                        "--out", str(out), "--resume", "-q"], capture_output=True, text=True, timeout=300)
+    print(f"\n{where}: {r.stderr.strip()}")
+    _assert_one_line_exit_3(r, f"{out}/checkpoints" if where == "orbax" else f"{out}/tb/events.out.tfevents.")
+    assert not list((out / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
+    assert bytes_lost(before, out) == 0
+    summary = trun.train(cfg, out, resume=True, trainer=trainer)
+    assert_same(outcome(out), ref, summary, ref_summary)
+
+
+@contextmanager
+def tmpfs(path: Path, kib: int):
+    """A real tmpfs of ``kib`` KiB mounted at ``path`` (the test is skipped where mounting is not allowed)."""
+    path.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _fill(fs: Path, free_kib: int) -> Path:
+    """A filler file leaving about ``free_kib`` KiB free on ``fs``."""
+    st = os.statvfs(fs)
+    size = max(st.f_bavail * st.f_frsize - free_kib * 1024, 0)
+    filler = fs / "filler"
+    with filler.open("wb") as f:
+        f.write(b"\0" * size)
+    return filler
+
+
+def test_a_real_full_tmpfs_is_one_line_exit_3_and_resumable(es_run, tmp_path):
+    """On a real, tiny tmpfs (skipped where one cannot be mounted): a fresh run on a full disk stops when it opens
+    its TensorBoard event file, and a run resumed from checkpoint 20 with 40 KiB free stops inside Orbax's writes
+    of checkpoint 30 (TensorStore's own ENOSPC, in its threads); each prints one line naming the path, exits 3, with
+    no traceback, and leaves no temporary checkpoint folder. With the space back, ``--resume`` ends equal to the
+    uninterrupted run."""
+    cfg, trainer, ref_dir, ref_summary, ref = es_run
+    sets = [a for s in ES for a in ("--set", s)]
+    cli = [sys.executable, "-c", DISK_FULL, "none", str(tmp_path)]
+    with tmpfs(tmp_path / "fs", 1024) as fs:
+        fresh = fs / "fresh"
+        filler = _fill(fs, 0)
+        r = subprocess.run([*cli, "train", "auction_first_price", *sets, "--out", str(fresh), "-q"],
+                           capture_output=True, text=True, timeout=300)
+        print(f"\nfresh run, full disk: {r.stderr.strip()}")
+        _assert_one_line_exit_3(r, str(fresh / "tb"))
+        shutil.rmtree(fresh)
+        filler.unlink()
+
+        out = fs / "run"
+        _partial_copy(ref_dir, out, 20)
+        before = on_disk(out)
+        filler = _fill(fs, 40)
+        r = subprocess.run([*cli, "train", "auction_first_price", *sets, "--out", str(out), "--resume", "-q"],
+                           capture_output=True, text=True, timeout=300)
+        print(f"resumed run, 40 KiB free: {r.stderr.strip()}")
+        _assert_one_line_exit_3(r, str(out / "checkpoints"))
+        assert not list((out / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
+        assert bytes_lost(before, out) == 0
+        filler.unlink()
+        summary = trun.train(cfg, out, resume=True, trainer=trainer)
+        assert_same(outcome(out), ref, summary, ref_summary)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # a real SIGKILL
 # ----------------------------------------------------------------------------------------------------------------------

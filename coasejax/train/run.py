@@ -14,8 +14,11 @@ replicated array that Orbax writes once (:func:`coasejax.checkpoint.save`).
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +30,7 @@ import numpy as np
 from coasejax import checkpoint as ckpt
 from coasejax import distributed
 from coasejax import scenarios
-from coasejax.cliutil import write_atomic
+from coasejax.cliutil import os_fault, write_atomic
 from coasejax.config import Config, ConfigError
 from coasejax.train import es
 from coasejax.train.auction_game import auction_game
@@ -113,34 +116,82 @@ def per_seed_lists(per_seed: dict) -> dict:
 class TensorBoard:
     """Scalars to TensorBoard event files under ``logdir``; a no-op when no writer is importable.
 
-    Writers, first found wins: the ``tensorboard`` package's own TensorFlow-free event writer
-    (``tensorboard.summary.writer.event_file_writer.EventFileWriter`` with the ``event_pb2``/``summary_pb2`` protos
-    it ships; ``pip install 'coasejax[tensorboard]'``), then ``tensorboardX``. ``backend`` names the one in use
-    (None: disabled). Each call of :meth:`scalars` writes one event at ``step`` holding every finite number of the row
-    (``simple_value``, float32) except ``step`` itself.
+    Writers, first found wins: the ``tensorboard`` package's event format (``event_pb2``/``summary_pb2`` protos and
+    its TFRecord framing, ``tensorboard.summary.writer.record_writer``; TensorFlow-free, ``pip install
+    'coasejax[tensorboard]'``), then ``tensorboardX``. ``backend`` names the one in use (None: disabled). Each call of
+    :meth:`scalars` writes one event at ``step`` holding every finite number of the row (``simple_value``, float32)
+    except ``step`` itself.
+
+    With ``tensorboard`` the events are written here, synchronously, not by its ``EventFileWriter``, whose writer
+    thread dies on a full disk with a traceback through ``threading.excepthook`` and re-raises a pathless error later:
+    each event is one ``os.write`` of its whole record to the ``O_APPEND`` file, and a failed write (a full disk) cuts
+    the file back to where it was, so no torn record is left. A file that cannot be created or written raises
+    :class:`coasejax.cliutil.EnvironmentFault` naming it (exit 3, like ``metrics.jsonl``). The ``tensorboardX``
+    fallback keeps its own writer thread; its OS errors are turned into the same one-line fault.
     """
 
     def __init__(self, logdir: Path):
         self.writer = None
         self.backend: str | None = None
+        self.path: Path | None = None
+        self._fd: int | None = None
+        logdir = Path(logdir)
         try:
             from tensorboard.compat.proto import event_pb2, summary_pb2
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+            from tensorboard.summary.writer.record_writer import RecordWriter
         except ImportError:
             pass
         else:
-            self._event, self._summary = event_pb2.Event, summary_pb2.Summary
-            self.writer, self.backend = EventFileWriter(str(logdir)), "tensorboard"
+            self._event, self._summary, self._record_writer = event_pb2.Event, summary_pb2.Summary, RecordWriter
+            name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
+                    f"{next(_TB_FILES)}")
+            self.path = logdir / name
+            try:
+                logdir.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise os_fault(e, str(self.path)) from None
+            self.writer, self.backend = self, "tensorboard"
+            try:
+                self._add(self._event(wall_time=time.time(), file_version="brain.Event:2",
+                                      source_metadata=event_pb2.SourceMetadata(writer="coasejax")))
+            except BaseException:
+                self.close()
+                raise
             return
         try:
             from tensorboardX import SummaryWriter  # type: ignore[import-not-found]
         except ImportError:
             return
-        self.writer, self.backend = SummaryWriter(str(logdir)), "tensorboardX"
+        try:
+            self.writer, self.backend = SummaryWriter(str(logdir)), "tensorboardX"
+        except OSError as e:
+            raise os_fault(e, str(logdir)) from None
 
     @property
     def enabled(self) -> bool:
         return self.writer is not None
+
+    def _add(self, event) -> None:
+        """Append ``event`` as one TFRecord: a single write of the whole record; on a failed write the file is cut
+        back to where it was and the error names the file."""
+        buf = io.BytesIO()
+        self._record_writer(buf).write(event.SerializeToString())
+        data = buf.getvalue()
+        try:
+            size = os.fstat(self._fd).st_size
+            done = 0
+            try:
+                while done < len(data):
+                    done += os.write(self._fd, data[done:])
+            except BaseException:
+                try:
+                    os.ftruncate(self._fd, size)
+                except OSError:
+                    pass
+                raise
+        except OSError as e:
+            raise os_fault(e, str(self.path)) from None
 
     def scalars(self, step: int, values: dict) -> None:
         if self.writer is None:
@@ -149,15 +200,28 @@ class TensorBoard:
                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
         if self.backend == "tensorboard":
             summary = self._summary(value=[self._summary.Value(tag=k, simple_value=v) for k, v in finite.items()])
-            self.writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
-        else:
+            self._add(self._event(wall_time=time.time(), step=int(step), summary=summary))
+            return
+        try:
             for k, v in finite.items():
                 self.writer.add_scalar(k, v, step)
-        self.writer.flush()
+            self.writer.flush()
+        except OSError as e:
+            raise os_fault(e, str(getattr(self.writer, "logdir", "") or "tensorboard events")) from None
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        elif self.writer is not None and self.backend != "tensorboard":
+            try:
+                self.writer.close()
+            except OSError:
+                pass  # closing after a fault: the fault itself is what is reported
+
+
+#: numbers the event files of one process (TensorBoard's own writer names its files the same way)
+_TB_FILES = itertools.count()
 
 
 #: what a run writes when it ends: removed when a run starts in the folder, so a kill never leaves a previous run's
