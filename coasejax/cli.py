@@ -405,7 +405,8 @@ def _out_of_memory_line(e: BaseException) -> str:
     size = ""
     m = re.search(r"allocat\w*\s+(\d[\d,]*)\s*bytes", message, re.IGNORECASE)
     if m:
-        size = f"could not allocate {int(m.group(1).replace(',', '')) / 1e9:,.1f} GB; "
+        n = int(m.group(1).replace(",", ""))
+        size = f"could not allocate {n / 1e9:,.1f} GB; " if n >= 1e9 else f"could not allocate {n / 1e6:,.1f} MB; "
     else:
         m = re.search(r"allocat\w*\s+(\d+(?:\.\d+)?\s*[KMGTP]i?B)\b", message, re.IGNORECASE)
         if m:
