@@ -100,12 +100,18 @@ def _orbax_noise(unraisable) -> bool:
 
 class _AsyncioNoise(logging.Filter):
     """Drops asyncio's ``Task exception was never retrieved`` record when the task's exception is a TensorStore
-    read error (a read Orbax had in flight when it gave up on a checkpoint, collected later at a random time)."""
+    read error (a read Orbax had in flight when it gave up on a checkpoint, collected later at a random time), and
+    its ``Task``/``Future exception was never retrieved`` record when the exception is a disk fault (a write of a
+    failed save that Orbax left unawaited, collected after :func:`save` has raised its :class:`StorageError`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (str(record.msg).startswith("Task exception was never retrieved")
-                    and isinstance(exc, ValueError) and "tensorstore_spec=" in str(exc))
+        text = str(record.msg)
+        if text.startswith("Task exception was never retrieved") and isinstance(exc, ValueError) \
+                and "tensorstore_spec=" in str(exc):
+            return False
+        return not (text.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
+                    and exc is not None and _os_error(exc) is not None)
 
 
 class _SaveNoise(logging.Filter):
@@ -334,7 +340,10 @@ def _after_failed_save(mngr, step: int) -> None:
         pass
     deadline = time.monotonic() + THREAD_JOIN_SECONDS
     for t in _orbax_threads():
-        t.join(max(0.0, deadline - time.monotonic()))
+        try:
+            t.join(max(0.0, deadline - time.monotonic()))  # Orbax's join re-raises the thread's exception
+        except Exception:  # noqa: BLE001
+            pass
     if not distributed.is_primary():
         return
     directory = Path(mngr.directory)

@@ -157,6 +157,7 @@ class TensorBoard:
                                       source_metadata=event_pb2.SourceMetadata(writer="coasejax")))
             except BaseException:
                 self.close()
+                self.path.unlink(missing_ok=True)  # created here, empty: no file left that holds no event
                 raise
             return
         try:
