@@ -50,6 +50,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -101,7 +102,7 @@ def _orbax_noise(unraisable) -> bool:
 class _AsyncioNoise(logging.Filter):
     """Drops asyncio's ``Task exception was never retrieved`` record when the task's exception is a TensorStore
     read error (a read Orbax had in flight when it gave up on a checkpoint, collected later at a random time), and
-    its ``Task``/``Future exception was never retrieved`` record when the exception is a disk fault (a write of a
+    its ``Task``/``Future``/``_GatheringFuture exception was never retrieved`` record when the exception is a disk fault (a write of a
     failed save that Orbax left unawaited, collected after :func:`save` has raised its :class:`StorageError`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -110,8 +111,12 @@ class _AsyncioNoise(logging.Filter):
         if text.startswith("Task exception was never retrieved") and isinstance(exc, ValueError) \
                 and "tensorstore_spec=" in str(exc):
             return False
-        return not (text.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
-                    and exc is not None and _os_error(exc) is not None)
+        return not (_NEVER_RETRIEVED.match(text) and exc is not None and _os_error(exc) is not None)
+
+
+#: asyncio's words for an exception nobody awaited: ``Task``, ``Future``, ``_GatheringFuture exception was never
+#: retrieved``
+_NEVER_RETRIEVED = re.compile(r"\w+ exception was never retrieved")
 
 
 class _SaveNoise(logging.Filter):
