@@ -211,6 +211,15 @@ def test_markup_in_a_key_or_value_prints_literally(text):
     assert f"a{text}" in line
 
 
+@pytest.mark.parametrize("value", ["!!timestamp", "!!timestamp x", "!!int x", "!!float []", "!!binary 1"])
+def test_a_typed_yaml_tag_that_cannot_construct_its_value_is_one_line(tmp_path, value):
+    """PyYAML's constructors fail on a tag whose scalar they cannot read; `!!timestamp` with no date raised an
+    AttributeError that reached the internal-error path (exit 1; found by the fuzz suite)."""
+    path = tmp_path / "tagged.yaml"
+    path.write_text(f"population:\n  n_agents: 100\nadvocates: {value}\n")
+    assert_one_line(simulate(path), 2, str(path))
+
+
 def test_markup_in_a_path_prints_literally(tmp_path):
     (tmp_path / "[").mkdir()
     path = tmp_path / "[" / "]bad [red]x.yaml"  # the path's text holds both `[/]` and `[red]`

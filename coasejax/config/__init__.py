@@ -453,6 +453,9 @@ def parse_yaml(text: str, where: str) -> Any:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{where}: unreadable YAML value ({_short(str(e))})") from None
+    except (TypeError, AttributeError, KeyError, OverflowError) as e:  # a typed tag's constructor failing on its
+        #                                     scalar (PyYAML's `!!timestamp` with no date raises AttributeError)
+        raise ConfigError(f"{where}: unreadable YAML value ({type(e).__name__}: {_short(str(e))})") from None
     finally:
         if loader is not None:
             loader.dispose()
