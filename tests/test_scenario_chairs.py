@@ -262,24 +262,21 @@ def test_choosing_whom_to_meet_speeds_the_market_up():
 
 def test_es_learns_whom_to_meet(tmp_path):
     """ES (the generic MLP on the own observation, from the truthful 'meet whoever comes') with env.candidates = 4
-    learns to be choosy: deployed by simulate on a fresh market of N = 2048 for 16 rounds, its gain closes at least
-    half of the gap between meeting whoever comes and the scripted `picky` rule (measured after 40 iterations: gains
-    0.818 truthful, 1.072 picky, 1.106 learned: it waits for larger gains than `picky`), and its met pairs agree far
-    more often than the truthful advocates' (measured 0.92 vs 0.084)."""
+    learns to be choosy: its evaluation (a fresh market of N = 2048, 16 rounds) gains per agent and round at least
+    half of the gap between meeting whoever comes and the scripted `picky` rule, measured on markets of the same
+    size (measured after 40 iterations: 0.0654 learned against 0.0496 truthful and 0.0675 picky; the mean gain of a
+    market of 2048 agents varies by about 0.001 per round between markets), and its met pairs trade far more often
+    than the truthful advocates' (measured 0.51 vs 0.080)."""
     base = ["--set", "population.n_agents=2048", "--set", "env.candidates=4", "--set", "env.core=false"]
     r = _cli("train", "chairs", *base, "--set", "train.iterations=40", "--set", "train.log_every=40", "--set",
              "env.episode_rounds=16", "--set", "train.rollout=16", "--set", "env.eval_rounds=16", "--set",
              "train.learning_rate=0.05", "--set", "train.sigma=0.05", "--set", "policy.hidden=[8]", "--set",
              "checkpoint.every=40", "--out", str(tmp_path / "run"), "-q")
     assert r.exit_code == 0, r.output
-    out = {}
-    for name, how in (("truthful", "advocates.strategy=truthful"), ("picky", "advocates.strategy=picky"),
-                      ("learned", f"advocates.policy={tmp_path / 'run'}")):
-        r = _cli("simulate", "chairs", *base, "--set", "sim.rounds=16", "--set", "sim.seed=9", "--set",
-                 "policy.hidden=[8]", "--set", how, "--out", str(tmp_path / name), "-q")
-        assert r.exit_code == 0, r.output
-        out[name] = json.loads((tmp_path / name / "summary.json").read_text())
-    gain = {k: v["welfare"] - v["welfare_initial"] for k, v in out.items()}
-    assert gain["picky"] > 1.15 * gain["truthful"], gain
-    assert gain["learned"] - gain["truthful"] >= 0.5 * (gain["picky"] - gain["truthful"]), gain
-    assert out["learned"]["agreement_rate"] > 2 * out["truthful"]["agreement_rate"], out["learned"]["agreement_rate"]
+    learned = json.loads((tmp_path / "run" / "summary.json").read_text())
+    truthful, agree_truthful = _meeting_gain(4, "truthful", n=2048, rounds=16)
+    picky, _ = _meeting_gain(4, "picky", n=2048, rounds=16)
+    truthful, picky = truthful / 16, picky / 16  # per agent and round, as the evaluation's utility
+    assert picky > 1.15 * truthful, (truthful, picky)
+    assert learned["utility"] - truthful >= 0.5 * (picky - truthful), (learned["utility"], truthful, picky)
+    assert learned["deal_rate"] > 4 * agree_truthful, (learned["deal_rate"], agree_truthful)
