@@ -27,7 +27,7 @@ ROWS = [("el_farol", "arthur", ["advocates.strategy=arthur", "env.burn_in=0"]),
         ("schelling", "schelling", []),
         ("chairs", "truthful", ["env.core=false", "env.rank_sample=2048"]),
         ("lemons", "truthful", []),
-        ("market_power", "truthful", [])]
+        ("market_power", "truthful", ["env.burn_in=0"])]
 
 
 def main() -> None:

@@ -175,3 +175,23 @@ def test_bad_env_keys_give_one_line_errors():
         load_config("lemons", ["env.seller_value=-1"])
     with pytest.raises(ConfigError, match=r"env\.capacity: unknown key for env.kind lemons"):
         load_config("lemons", ["env.capacity=0.5"])
+
+
+def test_certification_offered_by_providers_recovers_their_clients_share(tmp_path):
+    """The provider layer's rule: two providers, one certifying every client's good and one none
+    (env.provider_disclosure = [1, 0]): each provider's certified share is exactly its rate, and the market's
+    efficiency tends to the providers' mean rate 1/2 (within 0.02 after 16 rounds at N = 2·10⁴: the certified goods'
+    share of the total quality has sd below 0.005 there) while the uncertified pool unravels. A list of the wrong
+    length or a rate outside [0, 1] is one line naming the key."""
+    from tests.conftest import run_cli
+
+    r = run_cli("simulate", "lemons", "--set", "population.n_agents=20000", "--set", "sim.rounds=16", "--set",
+                "providers.count=2", "--set", "env.provider_disclosure=[1.0, 0.0]", "--out", tmp_path / "p", "-q")
+    assert r.code == 0, r.stderr
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert s["certified_share_by_provider"] == [1.0, 0.0] and s["disclosure"] == 0.5
+    assert abs(s["final_efficiency"] - 0.5) < 0.02 and s["limit_efficiency"] == 0.5, s["final_efficiency"]
+    for rates, count in (("[1.0]", "2"), ("[1.5, 0.0]", "2")):
+        r = run_cli("simulate", "lemons", "--set", f"providers.count={count}", "--set",
+                    f"env.provider_disclosure={rates}", "--out", tmp_path / "x", "-q")
+        assert r.code == 2 and len(r.lines) == 1 and "env.provider_disclosure" in r.stderr, r.stderr

@@ -25,7 +25,9 @@ The rule (provider layer): disclosure. Each seller's good is certified with prob
 drawn once at reset (a fixed set of certified sellers, independent of quality). A certified good's quality is
 public and it trades at its full-information price ``θ_b q`` (the seller takes the whole gain): a truthful seller
 always sells it. Certification is independent of quality, so the uncertified pool unravels exactly as before and
-the efficiency is ``d + (1 − d) x_t² → d``: a disclosure rate d recovers the share d of the gains.
+the efficiency is ``d + (1 − d) x_t² → d``: a disclosure rate d recovers the share d of the gains. With
+``env.provider_disclosure`` each provider offers its own rate to its clients (sellers are assigned to providers
+uniformly at reset), and d is the providers' mean rate.
 
 Advocates (``scripted``): ``truthful`` (ask = θ_s q) and ``markup`` (ask = ``env.markup`` · θ_s q: holds out above
 the own value). Learned advocates (``coasejax train lemons``, the generic ES path) see ``[θ_s q, p_t, certified]``
@@ -71,6 +73,10 @@ class LemonsEnv(EnvSection):
                                                                 "θ_b·q; 0: no rule)")
     markup: float = Field(1.5, ge=0.0, le=3.0, description="advocates.strategy=markup: ask as a multiple of the own "
                                                             "value")
+    provider_disclosure: list[float] | None = Field(None, description="the provider layer's rule: each provider's "
+                                                    "certification rate for its clients' goods (one per provider, "
+                                                    "each in [0, 1]; clients are assigned to providers uniformly at "
+                                                    "reset); null: env.disclosure for every seller")
 
     @model_validator(mode="after")
     def _gains_from_trade(self) -> "LemonsEnv":
@@ -78,6 +84,18 @@ class LemonsEnv(EnvSection):
             raise ValueError(f"env.buyer_value: must exceed env.seller_value ({self.seller_value}) so that trade "
                              f"gains, got {self.buyer_value}")
         return self
+
+    @model_validator(mode="after")
+    def _rates(self) -> "LemonsEnv":
+        for d in self.provider_disclosure or ():
+            if not 0.0 <= d <= 1.0:
+                raise ValueError(f"env.provider_disclosure: each provider's rate must be in [0, 1], got {d}")
+        return self
+
+    def rate(self) -> float:
+        """The expected share of certified goods: env.disclosure, or the providers' mean rate."""
+        rates = self.provider_disclosure
+        return float(np.mean(rates)) if rates else self.disclosure
 
     def initial_price(self) -> float:
         return self.buyer_value / 2.0 if self.price_init is None else self.price_init
@@ -90,6 +108,7 @@ class Params:
     price_init: jax.Array  # f32[] p_0
     disclosure: jax.Array  # f32[] d
     markup: jax.Array  # f32[]
+    provider_disclosure: jax.Array | None  # f32[M] each provider's certification rate (None: d for everyone)
     n: int = struct.field(pytree_node=False, default=2)
     m: int = struct.field(pytree_node=False, default=1)
 
@@ -134,7 +153,7 @@ def theory(cfg, rounds: int) -> dict:
     """The closed-form paths of a config: price, traded share ``x_t = min(p_t/θ_s, 1)`` of the uncertified goods,
     mean traded quality ``x_t/2`` and efficiency ``d + (1 − d) x_t²``; the unravelling rate r and the limits."""
     env = cfg.env
-    ts, tb, d = env.seller_value, env.buyer_value, env.disclosure
+    ts, tb, d = env.seller_value, env.buyer_value, env.rate()
     p = price_path(env.initial_price(), ts, tb, rounds)
     x = np.minimum(p / ts, 1.0)
     r = tb / (2.0 * ts)
@@ -147,18 +166,25 @@ def theory(cfg, rounds: int) -> dict:
 # -- the scenario ------------------------------------------------------------------------------------------------------
 
 def params(cfg) -> Params:
-    env = cfg.env
+    from coasejax.config import ConfigError
+
+    env, m = cfg.env, int(cfg.providers.count)
+    if env.provider_disclosure is not None and len(env.provider_disclosure) != m:
+        raise ConfigError(f"env.provider_disclosure: one rate per provider (providers.count = {m}), got "
+                          f"{len(env.provider_disclosure)}")
     f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    rates = f(env.provider_disclosure) if env.provider_disclosure is not None else None
     return Params(seller_value=f(env.seller_value), buyer_value=f(env.buyer_value), price_init=f(env.initial_price()),
-                  disclosure=f(env.disclosure), markup=f(env.markup), n=cfg.population.n_agents,
-                  m=int(cfg.providers.count))
+                  disclosure=f(env.disclosure), markup=f(env.markup), provider_disclosure=rates,
+                  n=cfg.population.n_agents, m=m)
 
 
 def reset(key: jax.Array, p: Params) -> State:
     k_q, k_c, k_p = jax.random.split(key, 3)
     q = jax.random.uniform(k_q, (p.n,), jnp.float32, 1e-7, 1.0)
-    certified = jax.random.uniform(k_c, (p.n,), jnp.float32) < p.disclosure
     provider = jax.random.randint(k_p, (p.n,), 0, p.m, jnp.int32) if p.m > 1 else jnp.zeros((p.n,), jnp.int32)
+    rate = p.disclosure if p.provider_disclosure is None else p.provider_disclosure[provider]
+    certified = jax.random.uniform(k_c, (p.n,), jnp.float32) < rate
     return State(t=jnp.zeros((), jnp.int32), quality=q, certified=certified, provider=provider,
                  price=jnp.asarray(p.price_init, jnp.float32))
 
@@ -228,8 +254,10 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
     cert = pr["uncertified"][:, 0].sum() / pr["uncertified"].shape[0]
     out = {"n_agents": n, "rounds": rounds, "envs": int(pr["rounds"].shape[0]),
            "seller_value": cfg.env.seller_value, "buyer_value": cfg.env.buyer_value,
-           "price_init": cfg.env.initial_price(), "disclosure": cfg.env.disclosure,
+           "price_init": cfg.env.initial_price(), "disclosure": cfg.env.rate(),
            "certified_share": float(1.0 - cert / n),
+           **({"certified_share_by_provider": certified_by_provider(first, p.m)}
+              if p.m > 1 and first is not None else {}),
            "final_price": float(m["price"][last_t]), "final_traded_share": float(m["traded_share"][last_t]),
            "final_traded_quality": float(m["traded_quality"][last_t]),
            "final_efficiency": float(m["efficiency"][last_t]),
@@ -250,8 +278,15 @@ def summarise(cfg, p: Params, per_round: dict, first, last) -> dict:
            "theory_traded_quality_path": th["traded_quality"].tolist(),
            "efficiency_path": m["efficiency"].tolist(), "theory_efficiency_path": th["efficiency"].tolist(),
            "offered_path": m["offered_per_env"].tolist()}
-    out["figure"] = figure(m, th, cfg.env.disclosure)
+    out["figure"] = figure(m, th, cfg.env.rate())
     return out
+
+
+def certified_by_provider(first, m: int) -> list[float]:
+    """Each provider's share of certified goods among its clients' (over every environment)."""
+    cert, prov = np.asarray(first.certified).reshape(-1), np.asarray(first.provider).reshape(-1)
+    clients = np.bincount(prov, minlength=m)
+    return (np.bincount(prov, weights=cert, minlength=m) / np.maximum(clients, 1)).tolist()
 
 
 def figure(m: dict, th: dict, d: float) -> dict:
