@@ -100,7 +100,7 @@ def _orbax_noise(unraisable) -> bool:
 
 
 class _AsyncioNoise(logging.Filter):
-    """Drops asyncio's ``Task exception was never retrieved`` record when the task's exception is a TensorStore
+    """Drops asyncio's ``Task``/``Future exception was never retrieved`` record when its exception is a TensorStore
     read error (a read Orbax had in flight when it gave up on a checkpoint, collected later at a random time), and
     its ``Task``/``Future``/``_GatheringFuture exception was never retrieved`` record when the exception is a disk fault (a write of a
     failed save that Orbax left unawaited, collected after :func:`save` has raised its :class:`StorageError`)."""
@@ -108,9 +108,8 @@ class _AsyncioNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         text = str(record.msg)
-        if text.startswith("Task exception was never retrieved") and isinstance(exc, ValueError) \
-                and "tensorstore_spec=" in str(exc):
-            return False
+        if _NEVER_RETRIEVED.match(text) and isinstance(exc, ValueError) and "tensorstore_spec=" in str(exc):
+            return False  # a Task's or a bare Future's (both seen)
         return not (_NEVER_RETRIEVED.match(text) and exc is not None and _os_error(exc) is not None)
 
 
