@@ -215,14 +215,20 @@ def fig_equilibrium(d: RunData, ax):
             f"the band is the range over seeds.")
 
 
+#: the dash patterns of a panel's theory series, in order
+THEORY_DASHES = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2))]
+
+
 def _draw_panels(axes, panels: list[dict]) -> None:
     """Panels of ``{title, xlabel, ylabel, yscale, series: [{label, x, y, kind}]}``: measured series solid, theory
-    (``kind: theory``) dashed black."""
+    (``kind: theory``) black, each theory series of a panel in its own dash pattern."""
     for ax, panel in zip(axes, panels):
+        dashes = iter(THEORY_DASHES * len(panel["series"]))
         for series in panel["series"]:
             theory = series.get("kind") == "theory"
-            ax.plot(series["x"], series["y"], linestyle="--" if theory else "-", linewidth=2 if theory else 1.2,
-                    color="black" if theory else None, alpha=1.0 if theory else 0.8, label=series["label"])
+            ax.plot(series["x"], series["y"], linestyle=next(dashes) if theory else "-",
+                    linewidth=2 if theory else 1.2, color="black" if theory else None, alpha=1.0 if theory else 0.8,
+                    label=series["label"])
         ax.set(xlabel=panel.get("xlabel", ""), ylabel=panel.get("ylabel", ""), title=panel.get("title", ""))
         ax.set_yscale(panel.get("yscale", "linear"))
         ax.legend(fontsize=7)
@@ -248,7 +254,7 @@ def fig_scenario(d: RunData, axes):
         return None
     _draw_panels(axes, panels)
     caption = str(d.summary["figure"].get("caption", "The scenario's figure."))
-    return f"{caption} Measured: solid; theory: dashed (summary.json, figure)."
+    return f"{caption} Measured: solid; theory: black, dashed or dotted (summary.json, figure)."
 
 
 def _tc_series(d: RunData) -> tuple[dict, str] | None:
