@@ -44,7 +44,7 @@ Shapes: per-seller arrays ``[N]``; the price is per environment. One round is O(
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, NamedTuple
+from typing import Annotated, ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +73,7 @@ class LemonsEnv(EnvSection):
                                                                 "θ_b·q; 0: no rule)")
     markup: float = Field(1.5, ge=0.0, le=3.0, description="advocates.strategy=markup: ask as a multiple of the own "
                                                             "value")
-    provider_disclosure: list[float] | None = Field(None, description="the provider layer's rule: each provider's "
+    provider_disclosure: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(None, description="the provider layer's rule: each provider's "
                                                     "certification rate for its clients' goods (one per provider, "
                                                     "each in [0, 1]; clients are assigned to providers uniformly at "
                                                     "reset); null: env.disclosure for every seller")
@@ -83,13 +83,6 @@ class LemonsEnv(EnvSection):
         if self.buyer_value <= self.seller_value:
             raise ValueError(f"env.buyer_value: must exceed env.seller_value ({self.seller_value}) so that trade "
                              f"gains, got {self.buyer_value}")
-        return self
-
-    @model_validator(mode="after")
-    def _rates(self) -> "LemonsEnv":
-        for d in self.provider_disclosure or ():
-            if not 0.0 <= d <= 1.0:
-                raise ValueError(f"env.provider_disclosure: each provider's rate must be in [0, 1], got {d}")
         return self
 
     def rate(self) -> float:
